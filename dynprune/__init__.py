@@ -1,0 +1,1 @@
+"""dynprune: dynamic pruning of neural networks in JAX/Flax."""

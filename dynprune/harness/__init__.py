@@ -1,0 +1,1 @@
+"""Research harness: offline TFDS input, reference models, a jitted train loop, JSONL results."""
