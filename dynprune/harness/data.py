@@ -1,0 +1,217 @@
+"""Offline MNIST / Fashion-MNIST from prepared TFDS directories, cached as decoded arrays.
+
+`load` reads a split through `tfds.data_source` (array_record, no TensorFlow needed), decodes the
+PNG bytes once, and caches the uint8 arrays as `.npz` so the next load takes well under a second.
+It never downloads. `batches` and `eval_batches` turn arrays into fixed-shape float32 batches:
+the train iterator shuffles by `(seed, epoch)` and drops the remainder, the eval iterator pads the
+last batch and marks padding with weight 0, so a jitted step compiles once per shape.
+
+Images stay uint8 in [0, 255] in a `Dataset`; the batch iterators convert them with `preprocess`
+to float32 in [0, 1]. Models see no further normalisation.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = ("train", "validation", "test")
+# The held-out validation examples are a fixed random subset of the TFDS train split; this seed
+# fixes which ones, independently of any training seed.
+VALIDATION_SEED = 0
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset has not been prepared under the TFDS data directory."""
+
+
+class Dataset(NamedTuple):
+    """Images and labels of one split, as NumPy arrays.
+
+    Attributes:
+      images: uint8 [N, 28, 28, 1], values in [0, 255].
+      labels: int32 [N], values in [0, 9].
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def load(
+    name: str,
+    split: str,
+    *,
+    validation: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Loads a split of a prepared TFDS dataset as NumPy arrays.
+
+    The TFDS `train` split is divided into `"train"` and `"validation"`: a fixed random subset of
+    `validation` examples (chosen by `VALIDATION_SEED`, the same for every call) is held out as
+    `"validation"`, and `"train"` is the rest, in TFDS order. With `validation=0` (the default)
+    `"train"` is the whole TFDS train split. `"test"` is the TFDS test split.
+
+    Args:
+      name: One of `DATASETS`.
+      split: One of `SPLITS`.
+      validation: Number of training examples held out for validation.
+      data_dir: TFDS data directory holding `<name>/<version>/`; defaults to `$TFDS_DATA_DIR`.
+      cache_dir: Where decoded arrays are cached; defaults to `$DYNPRUNE_CACHE_DIR`, else
+        `~/.cache/dynprune`.
+
+    Returns:
+      The split's images and labels.
+
+    Raises:
+      ValueError: On an unknown name or split, or a validation size that does not fit.
+      DatasetNotFoundError: If the dataset is not prepared under `data_dir`.
+
+    Examples:
+      >>> train = load("mnist", "train", validation=5000)  # doctest: +SKIP
+      >>> train.images.shape, train.labels.shape  # doctest: +SKIP
+      ((55000, 28, 28, 1), (55000,))
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; valid names: {', '.join(SPLITS)}.")
+    if split == "validation" and validation <= 0:
+        raise ValueError("split='validation' needs validation > 0 held-out examples.")
+    data = _load_tfds_split(name, "test" if split == "test" else "train", data_dir, cache_dir)
+    if split == "test":
+        return data
+    n = len(data.labels)
+    if not 0 <= validation < n:
+        raise ValueError(f"validation={validation} must be in [0, {n}) for {name}.")
+    held_out = np.zeros(n, bool)
+    held_out[np.random.default_rng(VALIDATION_SEED).permutation(n)[:validation]] = True
+    keep = held_out if split == "validation" else ~held_out
+    return Dataset(data.images[keep], data.labels[keep])
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """Converts uint8 images in [0, 255] to float32 in [0, 1]."""
+    return images.astype(np.float32) / np.float32(255)
+
+
+def batches(
+    data: Dataset, batch_size: int, *, seed: int, epoch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields one epoch of shuffled, full training batches.
+
+    The order depends only on `(seed, epoch)`. The last `len(data) % batch_size` examples of the
+    shuffled order are dropped, so every batch has the same shape.
+
+    Args:
+      data: Training examples.
+      batch_size: Examples per batch.
+      seed: Shuffling seed.
+      epoch: Epoch number; each epoch gets its own order.
+
+    Yields:
+      `(images, labels)`: float32 [batch_size, 28, 28, 1] in [0, 1] and int32 [batch_size].
+    """
+    n = len(data.labels)
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples.")
+    order = np.random.default_rng((seed, epoch)).permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        idx = order[start : start + batch_size]
+        yield preprocess(data.images[idx]), data.labels[idx]
+
+
+def eval_batches(
+    data: Dataset, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yields every example once, in order, in batches of one fixed shape.
+
+    The last batch is padded with zero images; their weights are 0.
+
+    Args:
+      data: Examples to evaluate.
+      batch_size: Examples per batch.
+
+    Yields:
+      `(images, labels, weights)`: float32 [batch_size, 28, 28, 1], int32 [batch_size] and
+      float32 [batch_size], with weight 1 for real examples and 0 for padding.
+    """
+    n = len(data.labels)
+    for start in range(0, n, batch_size):
+        batch = slice(start, start + batch_size)
+        images, labels = data.images[batch], data.labels[batch]
+        pad = batch_size - len(labels)
+        weights = np.ones(batch_size, np.float32)
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            weights[-pad:] = 0
+        yield preprocess(images), labels, weights
+
+
+def _load_tfds_split(
+    name: str, split: str, data_dir: str | os.PathLike | None, cache_dir: str | os.PathLike | None
+) -> Dataset:
+    """Returns a whole TFDS split, from the cache if present, else decoded and cached."""
+    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR)
+    if not list(data_dir.glob(f"{name}/*/dataset_info.json")):
+        raise DatasetNotFoundError(_not_found_message(name, data_dir))
+    source = tfds.data_source(
+        name,
+        split=split,
+        data_dir=os.fspath(data_dir),
+        download=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    version = source.dataset_info.version
+    cache = _cache_dir(cache_dir) / f"{name}-{version}-{split}.npz"
+    if cache.exists():
+        with np.load(cache) as arrays:
+            return Dataset(arrays["images"], arrays["labels"])
+    log.info("Decoding %s %s %s from %s; caching in %s", name, version, split, data_dir, cache)
+    rows = source.__getitems__(range(len(source)))
+    images = np.stack([np.asarray(Image.open(io.BytesIO(row["image"]))) for row in rows])
+    data = Dataset(images[..., None], np.array([row["label"] for row in rows], np.int32))
+    _save_atomically(cache, data)
+    return data
+
+
+def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    default = Path.home() / ".cache" / "dynprune"
+    return Path(cache_dir or os.environ.get("DYNPRUNE_CACHE_DIR") or default)
+
+
+def _save_atomically(path: Path, data: Dataset) -> None:
+    """Writes `data` to `path` so that readers see either no file or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=data.images, labels=data.labels)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _not_found_message(name: str, data_dir: Path) -> str:
+    return (
+        f"TFDS dataset {name!r} is not prepared under {data_dir} (looked for "
+        f"{data_dir / name / '<version>' / 'dataset_info.json'}); dynprune never downloads. "
+        f"Point TFDS_DATA_DIR (or data_dir=) at a directory holding prepared data, or prepare it "
+        f"once, which needs TensorFlow and network access: pip install 'dynprune[prepare]', then "
+        f'python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"."
+    )

@@ -1,0 +1,131 @@
+"""Experiment results as JSONL: one JSON object per run, appended so that a crash loses no row.
+
+A row is written with a single `os.write` on a file opened with `O_APPEND` and then fsynced, so
+earlier rows are never touched; a crash can at worst leave a torn last line, which `read_jsonl`
+skips and the next `append_jsonl` starts after. `run_key` and `completed_keys` let a sweep skip
+the runs a previous, interrupted invocation already finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import optax
+
+log = logging.getLogger(__name__)
+
+
+def _to_json(value: Any) -> Any:
+    """Converts NumPy/JAX scalars and arrays (and paths) to JSON types."""
+    if isinstance(value, np.generic | np.ndarray | jax.Array):
+        return np.asarray(value).tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(row: dict[str, Any]) -> str:
+    """Serializes a row to one line of JSON (no trailing newline), keys sorted."""
+    return json.dumps(row, default=_to_json, sort_keys=True, allow_nan=True)
+
+
+def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Appends `row` as one line to the JSONL file at `path`, creating it and its parents.
+
+    If the file does not end with a newline (a torn line from an interrupted write), the row
+    starts on a new line, so it stays readable.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Returns the rows of a JSONL file; lines that do not parse are skipped with a warning.
+
+    A missing file has no rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("Skipping unreadable line %d of %s (torn write?)", number, path)
+    return rows
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """Returns a stable 16-hex-digit key of a run's config (independent of key order)."""
+    return hashlib.sha256(dumps(config).encode()).hexdigest()[:16]
+
+
+def completed_keys(path: str | os.PathLike) -> set[str]:
+    """Returns the `key` fields of the rows already in the JSONL file at `path`."""
+    return {row["key"] for row in read_jsonl(path) if "key" in row}
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """Returns `{"sha": short sha, "dirty": bool}` of the git checkout holding `repo`.
+
+    `repo` defaults to this package's directory. Returns None outside a git checkout (e.g. an
+    installed wheel) or without git.
+    """
+    cwd = Path(repo) if repo is not None else Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"sha": sha, "dirty": dirty}
+
+
+def run_metadata() -> dict[str, Any]:
+    """Returns where and with what a run ran: backend, device, versions, git commit, host, time."""
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "versions": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "git": git_commit(),
+        "hostname": socket.gethostname(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
