@@ -1,10 +1,11 @@
 """Offline MNIST / Fashion-MNIST from prepared TFDS directories, cached as decoded arrays.
 
 `load` reads a split through `tfds.data_source` (array_record, no TensorFlow needed), decodes the
-PNG bytes once, and caches the uint8 arrays as `.npz` so the next load takes well under a second.
-It never downloads. `batches` and `eval_batches` turn arrays into fixed-shape float32 batches:
-the train iterator shuffles by `(seed, epoch)` and drops the remainder, the eval iterator pads the
-last batch and marks padding with weight 0, so a jitted step compiles once per shape.
+PNG bytes once in bulk (`dynprune.harness.png`), and caches the uint8 arrays as `.npz` so the next
+load takes well under a second. It never downloads. `batches` and `eval_batches` turn arrays into
+fixed-shape float32 batches: the train iterator shuffles by `(seed, epoch)` and drops the
+remainder, the eval iterator pads the last batch and marks padding with weight 0, so a jitted step
+compiles once per shape.
 
 Images stay uint8 in [0, 255] in a `Dataset`; the batch iterators convert them with `preprocess`
 to float32 in [0, 1]. Models see no further normalisation.
@@ -12,7 +13,6 @@ to float32 in [0, 1]. Models see no further normalisation.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tempfile
@@ -22,7 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
+
+from dynprune.harness import png
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _load_tfds_split(
             return Dataset(arrays["images"], arrays["labels"])
     log.info("Decoding %s %s %s from %s; caching in %s", name, version, split, data_dir, cache)
     rows = source.__getitems__(range(len(source)))
-    images = np.stack([np.asarray(Image.open(io.BytesIO(row["image"]))) for row in rows])
+    images = png.decode_grayscale([row["image"] for row in rows], height=28, width=28)
     data = Dataset(images[..., None], np.array([row["label"] for row in rows], np.int32))
     _save_atomically(cache, data)
     return data
