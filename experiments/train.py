@@ -70,7 +70,9 @@ def flops_per_example(apply_fn, params) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+    for name in (log.name, "dynprune"):  # third-party INFO logs (absl, jax) stay quiet
+        logging.getLogger(name).setLevel(logging.INFO)
     config = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out", "no_progress")}
 
     start = time.perf_counter()

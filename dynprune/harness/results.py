@@ -38,7 +38,7 @@ def _to_json(value: Any) -> Any:
 
 def dumps(row: dict[str, Any]) -> str:
     """Serializes a row to one line of JSON (no trailing newline), keys sorted."""
-    return json.dumps(row, default=_to_json, sort_keys=True, allow_nan=True)
+    return json.dumps(row, default=_to_json, sort_keys=True)
 
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
