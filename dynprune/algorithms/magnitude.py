@@ -1,0 +1,65 @@
+"""One-shot and iterative magnitude pruning with retraining (Han et al. 2015).
+
+One-shot: at step t0 drop the s smallest |w| per layer (or globally), then keep training
+the survivors (hard masks: pruned weights stay exactly 0).
+Iterative: R rounds, period P apart; round r prunes to s_r = 1 − (1 − s_f)^(r/R), i.e. the
+same fraction of the remaining weights each round, retraining in between.
+
+References:
+  Han, Pool, Tran & Dally, "Learning both Weights and Connections for Efficient Neural
+  Networks", NeurIPS 2015.
+"""
+
+from __future__ import annotations
+
+from dynprune import schedules, scores
+from dynprune import tree as tree_lib
+from dynprune.pruner import Pruner, Scope, scheduled
+
+
+def one_shot(
+    sparsity: float,
+    at: int = 0,
+    *,
+    scope: Scope = "layer",
+    distribution: str = "uniform",
+    overrides: dict[str, float] | None = None,
+    filter: tree_lib.Filter | None = None,
+) -> Pruner:
+    """Prune to ``sparsity`` by magnitude once, at step ``at``; fine-tune afterwards."""
+    return scheduled(
+        lambda ctx: scores.magnitude(ctx.params, filter=filter),
+        lambda hp: schedules.constant(hp["target"]),
+        schedules.every(1, begin=at, end=at),
+        hyperparams={"target": sparsity},
+        filter=filter,
+        scope=scope,
+        distribution=distribution,
+        overrides=overrides,
+    )
+
+
+def iterative(
+    sparsity: float,
+    rounds: int,
+    begin: int,
+    period: int,
+    *,
+    scope: Scope = "layer",
+    distribution: str = "uniform",
+    overrides: dict[str, float] | None = None,
+    filter: tree_lib.Filter | None = None,
+) -> Pruner:
+    """``rounds`` magnitude-pruning rounds, ``period`` steps apart, reaching ``sparsity``."""
+    if rounds < 1 or period < 1:
+        raise ValueError(f"need rounds >= 1 and period >= 1, got {rounds!r}, {period!r}")
+    return scheduled(
+        lambda ctx: scores.magnitude(ctx.params, filter=filter),
+        lambda hp: schedules.iterative(hp["target"], rounds, begin, period),
+        schedules.every(period, begin=begin, end=begin + (rounds - 1) * period),
+        hyperparams={"target": sparsity},
+        filter=filter,
+        scope=scope,
+        distribution=distribution,
+        overrides=overrides,
+    )

@@ -1,0 +1,62 @@
+"""Threshold pruning: the origin document's rule, applied dynamically every k steps.
+
+Rule: m_ij ← m_ij ∧ [|w_ij| > t_l] at every k-th step between ``begin`` and ``end``,
+with t_l = t (``relative=False``, the origin document: "prune weights below a threshold")
+or t_l = t · σ_l, σ_l the standard deviation of layer l's surviving weights
+(``relative=True``: Han et al. 2015's quality parameter). Unlike the sparsity recipes,
+the resulting sparsity is whatever the weights give.
+
+References:
+  Han, Pool, Tran & Dally, "Learning both Weights and Connections for Efficient Neural
+  Networks", NeurIPS 2015.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dynprune import masks, schedules
+from dynprune import tree as tree_lib
+from dynprune.pruner import Context, Pruner
+
+
+def _std_of_kept(w: jax.Array, m: jax.Array) -> jax.Array:
+    n = jnp.maximum(jnp.sum(m), 1)
+    mean = jnp.sum(jnp.where(m, w, 0.0)) / n
+    return jnp.sqrt(jnp.sum(jnp.where(m, jnp.square(w - mean), 0.0)) / n)
+
+
+def threshold(
+    t: float,
+    every: int = 1,
+    begin: int = 0,
+    end: int | None = None,
+    *,
+    relative: bool = False,
+    filter: tree_lib.Filter | None = None,
+) -> Pruner:
+    """Drop weights with |w| <= t (or <= t·σ_l) every ``every`` steps from ``begin`` to ``end``."""
+
+    def init(params: Any, hp: Any, key: jax.Array) -> tuple[Any, Any]:
+        del hp, key
+        selected = tree_lib.select(params, filter)
+        return tree_lib.map_scored(lambda p, x: jnp.ones(jnp.shape(x), bool), selected), ()
+
+    def update(ctx: Context) -> tuple[Any, Any]:
+        def leaf(path: str, m: jax.Array, w: jax.Array) -> jax.Array:
+            t_l = ctx.hyperparams["threshold"]
+            if relative:
+                t_l = t_l * _std_of_kept(w, m)
+            return m & masks.threshold({"w": jnp.abs(w)}, t_l)["w"]
+
+        return tree_lib.map_scored(leaf, ctx.masks, ctx.params), ctx.aux
+
+    return Pruner(
+        init=init,
+        should_update=lambda ctx: schedules.every(every, begin=begin, end=end)(ctx.step),
+        update=update,
+        hyperparams={"threshold": t},
+    )

@@ -1,0 +1,158 @@
+"""The pruning-algorithm interface the transform drives, and the common scheduled recipe.
+
+A :class:`Pruner` is a bundle of pure functions (like an ``optax.GradientTransformation``).
+The transform (:func:`dynprune.prune`) calls ``should_update`` every step and, under
+``lax.cond``, ``update`` only when it says so; ``observe`` (if any) runs every step to
+accumulate scores. Algorithms differ only in these functions; their numeric
+hyperparameters live in the optimizer state, so sweeps over them compile once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dynprune import distributions, masks, schedules
+from dynprune import tree as tree_lib
+
+PyTree = Any
+Hyperparams = Mapping[str, jax.Array]
+Scope = Literal["layer", "global"]
+
+__all__ = ["Context", "Pruner", "ScoreFn", "full_masks", "scheduled"]
+
+
+class Context(NamedTuple):
+    """What an algorithm sees at a step.
+
+    Attributes:
+      params: dense parameters after this step's optimizer update, before masking.
+      previous: the parameters the gradients were taken at (before this update).
+      grads: this step's raw, dense gradients (pruned weights are 0 in the forward pass,
+        or masked with a straight-through estimator, so their gradient is still defined).
+      masks: current bool masks (full leaf shapes; ``None`` on unpruned leaves).
+      aux: the algorithm's own state (score accumulators, statistics, …).
+      step: step count before this update (int32 scalar).
+      hyperparams: the algorithm's numeric hyperparameters (float32 scalars).
+      key: a fresh PRNG key for this step.
+    """
+
+    params: PyTree
+    previous: PyTree
+    grads: PyTree
+    masks: PyTree
+    aux: Any
+    step: jax.Array
+    hyperparams: Hyperparams
+    key: jax.Array
+
+
+class Pruner(NamedTuple):
+    """A pruning algorithm as pure functions.
+
+    Attributes:
+      init: ``(params, hyperparams, key) -> (masks, aux)``; decides which leaves are pruned
+        (``None`` masks elsewhere) and the starting masks.
+      should_update: ``Context -> bool scalar``: recompute masks at this step?
+      update: ``Context -> (masks, aux)``; runs under ``lax.cond`` inside jit.
+      hyperparams: numeric hyperparameters, stored in the optimizer state as float32.
+      observe: optional ``Context -> aux``, run every step (e.g. movement-score sums).
+      soft: False = hard pruning (pruned weights are exactly 0.0 after every step, the
+        optimizer never sees their gradients). True = soft/recoverable (dense weights
+        kept, the forward pass must use :func:`dynprune.masked_params`).
+    """
+
+    init: Callable[[PyTree, Hyperparams, jax.Array], tuple[PyTree, Any]]
+    should_update: Callable[[Context], jax.Array]
+    update: Callable[[Context], tuple[PyTree, Any]]
+    hyperparams: Mapping[str, float] = {}
+    observe: Callable[[Context], Any] | None = None
+    soft: bool = False
+
+
+ScoreFn = Callable[[Context], PyTree]
+
+
+def full_masks(mask_tree: PyTree, params: PyTree) -> PyTree:
+    """Broadcast (neuron-shaped) masks to their leaves' full shapes."""
+    return tree_lib.map_scored(
+        lambda path, m, p: jnp.broadcast_to(m, jnp.shape(p)), mask_tree, params
+    )
+
+
+def scheduled(
+    score: ScoreFn,
+    schedule: Callable[[Hyperparams], schedules.Schedule],
+    cadence: schedules.Cadence,
+    *,
+    hyperparams: Mapping[str, float],
+    filter: tree_lib.Filter | None = None,
+    scope: Scope = "layer",
+    distribution: Literal["uniform", "erk"] = "uniform",
+    overrides: Mapping[str, float] | None = None,
+    structured: bool = False,
+    soft: bool = False,
+) -> Pruner:
+    """A pruner that, at each step chosen by ``cadence``, keeps the top (1 − s_t) of ``score``.
+
+    s_t = ``schedule(hyperparams)(t)``. With ``scope="layer"`` s_t is split across leaves by
+    ``distribution`` (and ``overrides`` {regex: sparsity}); with ``scope="global"`` one
+    ranking spans all leaves. ``structured=True`` removes whole output neurons (and their
+    biases) instead of single weights. This is the jaxpruner/TF-MOT recipe: algorithms
+    differ only by ``score`` and ``schedule``.
+    """
+
+    if scope == "global" and (overrides or distribution != "uniform"):
+        raise ValueError("scope='global' ranks all leaves jointly; it takes no distribution/overrides")
+
+    def init(params: PyTree, hp: Hyperparams, key: jax.Array) -> tuple[PyTree, Any]:
+        del hp, key
+        selected = tree_lib.select(params, filter)
+        if not structured:
+            return tree_lib.map_scored(lambda p, x: jnp.ones(jnp.shape(x), bool), selected), ()
+        neurons = tree_lib.map_scored(
+            lambda p, x: jnp.ones((1,) * (jnp.ndim(x) - 1) + jnp.shape(x)[-1:], bool), selected
+        )
+        return full_masks(masks.with_bias(neurons, params), params), ()
+
+    def sparsities(scores: PyTree, s: jax.Array) -> Any:
+        if scope == "global":
+            return s
+        if distribution == "erk":
+            per_leaf = distributions.erk(scores, s)
+        else:
+            per_leaf = distributions.uniform(scores, s)
+        return distributions.override(per_leaf, dict(overrides or {}))
+
+    def update(ctx: Context) -> tuple[PyTree, Any]:
+        scores = _restrict(score(ctx), ctx.masks)
+        s = schedule(ctx.hyperparams)(ctx.step)
+        if structured:
+            kernel_scores = _kernels_only(scores)
+            new = masks.structured(kernel_scores, sparsities(kernel_scores, s), scope=scope)
+            new = masks.with_bias(new, ctx.params)
+        else:
+            new = masks.sparsity(scores, sparsities(scores, s), scope=scope)
+        return full_masks(new, ctx.params), ctx.aux
+
+    return Pruner(
+        init=init,
+        should_update=lambda ctx: cadence(ctx.step),
+        update=update,
+        hyperparams=dict(hyperparams),
+        soft=soft,
+    )
+
+
+def _restrict(scores: PyTree, mask_tree: PyTree) -> PyTree:
+    """Scores only where the pruner masks (``None`` wherever the mask tree has ``None``)."""
+    return tree_lib.map_with_path(
+        lambda path, m, s: None if m is None else s, mask_tree, scores
+    )
+
+
+def _kernels_only(scores: PyTree) -> PyTree:
+    return tree_lib.map_scored(lambda p, x: x if jnp.ndim(x) >= 2 else None, scores)
