@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(name).setLevel(logging.INFO)
     config = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out", "no_progress")}
 
+    metadata = results.run_metadata()  # before training: the code and host this run starts with
     start = time.perf_counter()
     load = lambda split: data.load(
         args.dataset, split, validation=args.validation, data_dir=args.data_dir
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "dataset": args.dataset,
         "seed": args.seed,
-        **results.run_metadata(),
+        **metadata,
         "test_accuracy": test_accuracy,
         "test_error": 1.0 - test_accuracy,
         "test_loss": test_loss,
