@@ -32,8 +32,9 @@ def erk(scored: PyTree, sparsity: Any, *, power_scale: float = 1.0) -> PyTree:
     Density of leaf l: d_l = min(1, ε · (Σ_i k_i / Π_i k_i)^power_scale) for a kernel of
     shape (k_1, …, k_r) — (n_in + n_out)/(n_in · n_out) for Dense, (h + w + n_in + n_out)/
     (h · w · n_in · n_out) for conv — with ε chosen so that Σ_l d_l n_l = (1 − s) Σ_l n_l.
-    Leaves whose density would exceed 1 are made dense and ε is solved again for the rest
-    (at most one pass per leaf, so a traced ``sparsity`` works).
+    While some density would exceed 1, the leaf with the largest raw density is made dense
+    and ε is solved again for the rest, as in the authors' code (a fixed number of passes,
+    one per leaf, so a traced ``sparsity`` works).
 
     References:
       Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
@@ -54,7 +55,9 @@ def erk(scored: PyTree, sparsity: Any, *, power_scale: float = 1.0) -> PyTree:
 
     dense = jnp.zeros(len(leaves), bool)
     for _ in leaves:
-        dense = dense | (solve_eps(dense) * raw > 1.0)
+        over = ~dense & (solve_eps(dense) * raw > 1.0)
+        densest = jnp.max(jnp.where(over, raw, -jnp.inf))
+        dense = dense | (over & (raw == densest))
     eps = solve_eps(dense)
     density = jnp.where(dense, 1.0, jnp.clip(eps * raw, 0.0, 1.0))
     by_path = {path: 1.0 - density[i] for i, (path, _) in enumerate(leaves)}

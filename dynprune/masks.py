@@ -124,8 +124,9 @@ def n_of_m(scores: PyTree, n: int, m: int) -> PyTree:
         keys = jnp.moveaxis(select.order_keys(x), -2, -1)
         groups = keys.reshape((*keys.shape[:-1], fan_in // m, m))
         idx = jnp.arange(m)
+        later = jnp.expand_dims(idx[None, :] > idx[:, None], tuple(range(groups.ndim - 1)))
         a, b = groups[..., :, None], groups[..., None, :]
-        better = (b > a) | ((b == a) & (idx[None, :] > idx[:, None]))
+        better = (b > a) | ((b == a) & later)
         keep = jnp.sum(better, axis=-1) < n
         return jnp.moveaxis(keep.reshape(keys.shape), -1, -2)
 
@@ -202,7 +203,7 @@ def apply_masks(params: PyTree, masks: PyTree, *, straight_through: bool = False
     def apply(path: str, p: Any, m: Any) -> Any:
         if m is None:
             return p
-        if jnp.broadcast_shapes(np.shape(m), np.shape(p)) != np.shape(p):
+        if not _broadcasts_to(np.shape(m), np.shape(p)):
             raise ValueError(
                 f"mask for leaf {path!r} has shape {np.shape(m)}, "
                 f"which does not broadcast to the leaf's shape {np.shape(p)}"
@@ -214,3 +215,8 @@ def apply_masks(params: PyTree, masks: PyTree, *, straight_through: bool = False
 
     return tree_lib.map_with_path(apply, params, masks)
 
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    return len(shape) <= len(target) and all(
+        a in (1, b) for a, b in zip(shape[::-1], target[::-1], strict=False)
+    )

@@ -41,7 +41,8 @@ def order_keys(x: jax.Array) -> jax.Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"order_keys needs floating scores, got dtype {x.dtype}")
-    x32 = x.astype(jnp.float32) + jnp.float32(0.0)  # -0.0 + 0.0 == +0.0
+    x32 = x.astype(jnp.float32)
+    x32 = jnp.where(x32 == 0, jnp.float32(0.0), x32)  # -0.0 -> +0.0
     bits = lax.bitcast_convert_type(x32, jnp.uint32)
     negative = (bits >> 31) == 1
     keys = jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))

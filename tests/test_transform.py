@@ -1,0 +1,198 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+import dynprune as dp
+from tests import reference
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(32, name="fc1")(x))
+        return nn.Dense(10, name="fc2")(x)
+
+
+MODEL = MLP()
+X = jax.random.normal(jax.random.key(1), (64, 20))
+Y = jnp.arange(64) % 10
+
+
+def init_params(seed=0):
+    return MODEL.init(jax.random.key(seed), X[:1])["params"]
+
+
+def loss_fn(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(MODEL.apply({"params": params}, x), y).mean()
+
+
+def make_step(tx, forward=None):
+    def step(params, state):
+        fwd = (lambda p: forward(p, state)) if forward else (lambda p: p)
+        grads = jax.grad(lambda p: loss_fn(fwd(p), X, Y))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step)
+
+
+def run(tx, steps, params=None, forward=None):
+    params = init_params() if params is None else params
+    state = tx.init(params)
+    step = make_step(tx, forward)
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params, state, step
+
+
+def kernel_zeros(params, name):
+    return int((np.asarray(params[name]["kernel"]) == 0.0).sum())
+
+
+def test_pruned_weights_stay_exactly_zero_over_many_adam_steps():
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.8, begin=0, end=40, every=10))
+    params = init_params()
+    state = tx.init(params)
+    step = make_step(tx)
+    for t in range(120):
+        params, state = step(params, state)
+        masks = dp.masks_of(state)
+        for name in ["fc1", "fc2"]:
+            w = np.asarray(params[name]["kernel"])
+            assert (w[~np.asarray(masks[name]["kernel"])] == 0.0).all(), (t, name)
+    assert kernel_zeros(params, "fc1") == reference.count_to_drop(0.8, 20 * 32)
+    assert kernel_zeros(params, "fc2") == reference.count_to_drop(0.8, 32 * 10)
+    assert step._cache_size() == 1
+
+
+def test_inner_adam_moments_of_pruned_weights_are_zero():
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.7, begin=5, end=25, every=5))
+    _, state, _ = run(tx, 40)
+    adam = state.inner_state[0]
+    for name in ["fc1", "fc2"]:
+        pruned = ~np.asarray(dp.masks_of(state)[name]["kernel"])
+        assert pruned.sum() > 0
+        assert (np.asarray(adam.mu[name]["kernel"])[pruned] == 0).all()
+        assert (np.asarray(adam.nu[name]["kernel"])[pruned] == 0).all()
+        assert (np.asarray(adam.mu[name]["kernel"])[~pruned] != 0).any()
+
+
+def test_sgd_momentum_trace_is_reset_too():
+    tx = dp.prune(optax.sgd(0.1, momentum=0.9), dp.algorithms.one_shot(0.5, at=10))
+    _, state, _ = run(tx, 15)
+    trace = state.inner_state[0].trace["fc1"]["kernel"]
+    pruned = ~np.asarray(dp.masks_of(state)["fc1"]["kernel"])
+    assert (np.asarray(trace)[pruned] == 0).all()
+
+
+def test_sweep_of_targets_compiles_the_step_once():
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.5, begin=0, end=20, every=5))
+    params0 = init_params()
+    step = make_step(tx)
+    for target in [0.1, 0.3, 0.5, 0.7, 0.9]:
+        params = params0
+        state = dp.set_hyperparams(tx.init(params0), target=target)
+        for _ in range(25):
+            params, state = step(params, state)
+        assert kernel_zeros(params, "fc1") == reference.count_to_drop(target, 640)
+    assert step._cache_size() == 1
+
+
+def test_vmapped_sweep_reaches_each_target():
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.5, begin=0, end=20, every=5))
+    targets = jnp.array([0.2, 0.5, 0.95])
+    params0 = init_params()
+    states = jax.vmap(lambda s: dp.set_hyperparams(tx.init(params0), target=s))(targets)
+    params = jax.tree.map(lambda x: jnp.stack([x] * 3), params0)
+    step = jax.jit(jax.vmap(make_step(tx)))
+    for _ in range(25):
+        params, states = step(params, states)
+    zeros = (np.asarray(params["fc1"]["kernel"]) == 0).sum(axis=(1, 2))
+    assert zeros.tolist() == [reference.count_to_drop(float(t), 640) for t in targets]
+    assert step._cache_size() == 1
+
+
+def test_prune_wrapping_a_chain_and_inside_a_chain():
+    pruner = dp.algorithms.one_shot(0.6, at=0)
+    wrapped = dp.prune(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)), pruner)
+    params, _, _ = run(wrapped, 10)
+    assert kernel_zeros(params, "fc1") == reference.count_to_drop(0.6, 640)
+    outer = optax.chain(dp.prune(optax.adam(1e-2), pruner))
+    params, state, _ = run(outer, 10)
+    assert kernel_zeros(params, "fc1") == reference.count_to_drop(0.6, 640)
+    assert dp.masks_of(state)["fc1"]["bias"] is None
+
+
+def test_inner_inject_hyperparams_learning_rate_can_change():
+    inner = optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)
+    tx = dp.prune(inner, dp.algorithms.one_shot(0.5, at=0))
+    params, state, step = run(tx, 3)
+    state = state._replace(
+        inner_state=state.inner_state._replace(
+            hyperparams={**state.inner_state.hyperparams, "learning_rate": jnp.asarray(0.0)}
+        )
+    )
+    after, _ = step(params, state)
+    np.testing.assert_array_equal(after["fc1"]["kernel"], params["fc1"]["kernel"])
+
+
+def test_soft_mode_keeps_dense_weights_and_masks_the_forward_pass():
+    pruner = dp.algorithms.one_shot(0.5, at=0)._replace(soft=True)
+    tx = dp.prune(optax.sgd(0.1), pruner)
+    params, state, _ = run(tx, 5, forward=dp.masked_params)
+    masks = dp.masks_of(state)
+    assert kernel_zeros(params, "fc1") == 0
+    seen = dp.masked_params(params, state)
+    assert kernel_zeros(seen, "fc1") == 320
+    grads = jax.grad(lambda p: loss_fn(dp.masked_params(p, state), X, Y))(params)
+    assert (np.asarray(grads["fc1"]["kernel"])[~np.asarray(masks["fc1"]["kernel"])] != 0).any()
+
+
+class NNXMLP(nnx.Module):
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(20, 32, rngs=rngs)
+        self.fc2 = nnx.Linear(32, 10, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(jax.nn.relu(self.fc1(x)))
+
+
+def test_nnx_state_through_the_transform():
+    graphdef, params = nnx.split(NNXMLP(nnx.Rngs(0)), nnx.Param)
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.75, begin=0, end=20, every=5))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        def loss(p):
+            logits = nnx.merge(graphdef, p)(X)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
+
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(25):
+        params, state = step(params, state)
+    report = dp.summary(params, dp.masks_of(state))
+    assert report["leaves"]["fc1/kernel"]["nonzeros"] == 640 - reference.count_to_drop(0.75, 640)
+    assert report["leaves"]["fc2/kernel"]["nonzeros"] == 320 - reference.count_to_drop(0.75, 320)
+    assert isinstance(dp.masks_of(state), nnx.State)
+
+
+def test_update_without_params_is_an_error():
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(0.5))
+    params = init_params()
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, tx.init(params))
+
+
+def test_state_lookup_errors():
+    with pytest.raises(ValueError, match="PruneState"):
+        dp.masks_of(optax.adam(1e-3).init(init_params()))
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(0.5))
+    with pytest.raises(ValueError, match="unknown hyperparameter.*'target'"):
+        dp.set_hyperparams(tx.init(init_params()), sparsity=0.5)
