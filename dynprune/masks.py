@@ -46,7 +46,9 @@ def _check_fraction(value: Any, path: str, name: str) -> jax.Array:
 def _check_float(path: str, score: Any) -> jax.Array:
     score = jnp.asarray(score)
     if not jnp.issubdtype(score.dtype, jnp.floating):
-        raise ValueError(f"scores for leaf {path!r} have dtype {score.dtype}; scores must be floats")
+        raise ValueError(
+            f"scores for leaf {path!r} have dtype {score.dtype}; scores must be floats"
+        )
     return score
 
 
@@ -63,9 +65,7 @@ def threshold(scores: PyTree, t: Any) -> PyTree:
     never kept.
     """
     per_leaf = tree_lib.resolve(t, scores, name="threshold")
-    return tree_lib.map_scored(
-        lambda path, s, tv: _check_float(path, s) > tv, scores, per_leaf
-    )
+    return tree_lib.map_scored(lambda path, s, tv: _check_float(path, s) > tv, scores, per_leaf)
 
 
 def sparsity(scores: PyTree, s: Any, *, scope: Scope = "layer") -> PyTree:

@@ -106,7 +106,9 @@ def scheduled(
     """
 
     if scope == "global" and (overrides or distribution != "uniform"):
-        raise ValueError("scope='global' ranks all leaves jointly; it takes no distribution/overrides")
+        raise ValueError(
+            "scope='global' ranks all leaves jointly; it takes no distribution/overrides"
+        )
 
     def init(params: PyTree, hp: Hyperparams, key: jax.Array) -> tuple[PyTree, Any]:
         del hp, key
@@ -149,9 +151,7 @@ def scheduled(
 
 def _restrict(scores: PyTree, mask_tree: PyTree) -> PyTree:
     """Scores only where the pruner masks (``None`` wherever the mask tree has ``None``)."""
-    return tree_lib.map_with_path(
-        lambda path, m, s: None if m is None else s, mask_tree, scores
-    )
+    return tree_lib.map_with_path(lambda path, m, s: None if m is None else s, mask_tree, scores)
 
 
 def _kernels_only(scores: PyTree) -> PyTree:

@@ -86,4 +86,3 @@ def every(period: Any, begin: Any = 0, end: Any = None) -> Cadence:
         return on if end is None else on & (step <= end)
 
     return cadence
-

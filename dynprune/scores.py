@@ -124,7 +124,8 @@ def random(params: PyTree, key: jax.Array, *, filter: tree_lib.Filter | None = N
     """Uniform random scores in [0, 1): random pruning, the baseline every method must beat."""
     selected = tree_lib.select(params, filter)
     leaves = tree_lib.scored_leaves(selected)
-    keys = dict(zip((p for p, _ in leaves), jax.random.split(key, max(len(leaves), 1))))
+    split = jax.random.split(key, max(len(leaves), 1))[: len(leaves)]
+    keys = dict(zip((p for p, _ in leaves), split, strict=True))
     return tree_lib.map_scored(
         lambda path, w: jax.random.uniform(keys[path], w.shape, jnp.float32), selected
     )

@@ -141,6 +141,4 @@ def drop_lowest(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Arr
         lambda: _drop_first_ties(equal, need),
         lambda: [e & (need > 0) for e in equal],
     )
-    return [
-        ~(b | t).reshape(shape) for b, t, shape in zip(below, tied, shapes, strict=True)
-    ]
+    return [~(b | t).reshape(shape) for b, t, shape in zip(below, tied, shapes, strict=True)]

@@ -70,9 +70,7 @@ def reset_pruned_moments(inner_state: PyTree, mask_tree: PyTree, params: PyTree)
             return node
         return masks_lib.apply_masks(node, mask_tree)
 
-    return jax.tree.map(
-        reset, inner_state, is_leaf=lambda n: _param_like(n, params_def, shapes)
-    )
+    return jax.tree.map(reset, inner_state, is_leaf=lambda n: _param_like(n, params_def, shapes))
 
 
 def prune(
@@ -182,7 +180,9 @@ def find_state(opt_state: Any) -> PruneState:
 
     jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, PruneState))
     if not found:
-        raise ValueError("no dynprune PruneState in this optimizer state; was it built by dp.prune?")
+        raise ValueError(
+            "no dynprune PruneState in this optimizer state; was it built by dp.prune?"
+        )
     return found[0]
 
 

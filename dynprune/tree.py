@@ -47,7 +47,7 @@ def is_none(x: Any) -> bool:
 
 
 def leaf_path(key_path: Sequence[Any]) -> str:
-    """Readable ``"a/b/c"`` path of a `jax.tree_util` key path (NNX's trailing ``.value`` dropped)."""
+    """Readable ``"a/b/c"`` path of a key path (NNX's trailing ``.value`` is dropped)."""
     parts = []
     for key in key_path:
         if isinstance(key, jax.tree_util.DictKey):

@@ -12,9 +12,9 @@ from tests import reference
 SHAPES = [(7,), (33, 17), (2, 3, 4, 5)]
 drop_jit = jax.jit(select.drop_lowest)
 
-values = st.sampled_from([-2.0, -0.0, 0.0, 0.5, 1.0, 1.0, 3.0, np.inf, -np.inf, np.nan]) | st.floats(
-    -10, 10, width=32
-)
+values = st.sampled_from(
+    [-2.0, -0.0, 0.0, 0.5, 1.0, 1.0, 3.0, np.inf, -np.inf, np.nan]
+) | st.floats(-10, 10, width=32)
 
 
 @st.composite

@@ -27,7 +27,9 @@ def init_params(seed=0):
 
 
 def loss_fn(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(MODEL.apply({"params": params}, x), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(
+        MODEL.apply({"params": params}, x), y
+    ).mean()
 
 
 def make_step(tx, forward=None):
@@ -194,5 +196,5 @@ def test_state_lookup_errors():
     with pytest.raises(ValueError, match="PruneState"):
         dp.masks_of(optax.adam(1e-3).init(init_params()))
     tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(0.5))
-    with pytest.raises(ValueError, match="unknown hyperparameter.*'target'"):
+    with pytest.raises(ValueError, match=r"unknown hyperparameter.*'target'"):
         dp.set_hyperparams(tx.init(init_params()), sparsity=0.5)

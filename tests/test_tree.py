@@ -38,7 +38,11 @@ def test_paths_of_linen_dicts_and_nnx_state():
 
 def test_default_filter_selects_float_kernels_only():
     selected = tree.select(linen_params())
-    assert [p for p, _ in tree.scored_leaves(selected)] == ["conv1/kernel", "fc1/kernel", "fc2/kernel"]
+    assert [p for p, _ in tree.scored_leaves(selected)] == [
+        "conv1/kernel",
+        "fc1/kernel",
+        "fc2/kernel",
+    ]
     assert selected["fc1"]["bias"] is None
 
 

@@ -1,0 +1,152 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynprune as dp
+from dynprune.harness import data, models, train
+from tests import reference
+from tests.test_transform import init_params, make_step
+
+
+def masks_after(pruner, steps, tx=None):
+    tx = tx or dp.prune(optax.adam(1e-2), pruner)
+    params = init_params()
+    state = tx.init(params)
+    step = make_step(tx)
+    history = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        m = dp.masks_of(state)
+        history.append(int((~np.asarray(m["fc1"]["kernel"])).sum()))
+    return params, state, history
+
+
+def test_gmp_follows_the_cubic_schedule_at_each_update():
+    _, _, dropped = masks_after(dp.algorithms.gmp(0.8, begin=10, end=50, every=10), 60)
+    for t in range(60):
+        update = max(u for u in [-1, 10, 20, 30, 40, 50] if u <= t)
+        frac = 0.0 if update < 0 else min((update - 10) / 40, 1.0)
+        s = 0.8 * (1 - (1 - frac) ** 3) if update >= 0 else 0.0
+        assert dropped[t] == reference.count_to_drop(s, 640), t
+
+
+def test_one_shot_prunes_once_at_the_given_step():
+    _, _, dropped = masks_after(dp.algorithms.one_shot(0.5, at=7), 12)
+    assert dropped[:7] == [0] * 7
+    assert dropped[7:] == [320] * 5
+
+
+def test_iterative_rounds_follow_equal_ratio_schedule():
+    _, _, dropped = masks_after(dp.algorithms.iterative(0.75, rounds=2, begin=3, period=5), 12)
+    assert dropped[2] == 0 and dropped[3] == 320 and dropped[8] == 480 and dropped[11] == 480
+
+
+def test_global_gmp_ranks_layers_jointly():
+    params, _, _ = masks_after(dp.algorithms.gmp(0.9, 0, 10, every=5, scope="global"), 12)
+    zeros = sum(int((np.asarray(params[n]["kernel"]) == 0).sum()) for n in ["fc1", "fc2"])
+    assert zeros == reference.count_to_drop(0.9, 640 + 320)
+
+
+def test_absolute_threshold_drops_small_weights_dynamically():
+    pruner = dp.algorithms.threshold(0.1, every=5)
+    params, state, dropped = masks_after(pruner, 11)
+    assert dropped[0] > 0 and dropped[10] >= dropped[5] >= dropped[0]
+    kept = np.asarray(dp.masks_of(state)["fc1"]["kernel"])
+    w = np.asarray(params["fc1"]["kernel"])
+    assert (w[~kept] == 0).all()
+
+
+def test_relative_threshold_is_han_quality_times_std():
+    params = init_params()
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.threshold(0.5, relative=True))
+    state = tx.init(params)
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    w = np.asarray(params["fc1"]["kernel"])
+    expected = np.abs(w) > 0.5 * w.std()
+    np.testing.assert_array_equal(dp.masks_of(state)["fc1"]["kernel"], expected)
+
+
+def test_sensitivity_removes_whole_neurons_with_their_biases():
+    params, state, _ = masks_after(dp.algorithms.sensitivity(0.25, begin=2), 5)
+    masks = dp.masks_of(state)
+    k = np.asarray(masks["fc1"]["kernel"])
+    dead = ~k[0]
+    assert dead.sum() == 8 and (k == k[0]).all()
+    np.testing.assert_array_equal(np.asarray(masks["fc1"]["bias"]), k[0])
+    assert (np.asarray(params["fc1"]["kernel"])[:, dead] == 0).all()
+    assert (np.asarray(params["fc1"]["bias"])[dead] == 0).all()
+
+
+def test_sensitivity_picks_the_lowest_l1_over_l2_neurons():
+    params = init_params()
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.sensitivity(0.25, begin=0))
+    state = tx.init(params)
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    w = np.asarray(params["fc1"]["kernel"])
+    s = np.abs(w).sum(0) / np.sqrt((w**2).sum(0))
+    expected = reference.drop_lowest([s], 8)[0]
+    np.testing.assert_array_equal(np.asarray(dp.masks_of(state)["fc1"]["kernel"])[0], expected)
+
+
+def test_snip_uses_abs_weight_times_gradient_of_the_first_batch():
+    params = init_params()
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.snip(0.7))
+    state = tx.init(params)
+    grads = jax.tree.map(lambda w: jnp.sin(17.0 * w), params)
+    _, state = tx.update(grads, state, params)
+    s = [np.abs(np.asarray(params[n]["kernel"] * grads[n]["kernel"])) for n in ["fc1", "fc2"]]
+    e1, e2 = reference.drop_lowest(s, reference.count_to_drop(0.7, 960))
+    np.testing.assert_array_equal(dp.masks_of(state)["fc1"]["kernel"], e1)
+    np.testing.assert_array_equal(dp.masks_of(state)["fc2"]["kernel"], e2)
+
+
+def test_random_pruning_is_exact_and_seeded():
+    pruner = dp.algorithms.random(0.6)
+    tx = dp.prune(optax.sgd(0.1), pruner, seed=1)
+    step = make_step(tx)
+    params = init_params()
+
+    def masks_for(seed):
+        _, state = step(params, dp.prune(optax.sgd(0.1), pruner, seed=seed).init(params))
+        return np.asarray(dp.masks_of(state)["fc1"]["kernel"])
+
+    a, b, c = masks_for(1), masks_for(1), masks_for(2)
+    assert (~a).sum() == 384 and (~c).sum() == 384
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_bad_algorithm_arguments():
+    with pytest.raises(ValueError, match="end > begin"):
+        dp.algorithms.gmp(0.9, begin=10, end=10)
+    with pytest.raises(ValueError, match="rounds"):
+        dp.algorithms.iterative(0.9, rounds=0, begin=0, period=10)
+    with pytest.raises(ValueError, match="global"):
+        dp.algorithms.gmp(0.9, 0, 10, scope="global", distribution="erk")
+
+
+@pytest.mark.data
+def test_gmp_on_real_mnist_reaches_target_and_learns(mnist_train, mnist_test):
+    subset = data.Dataset(mnist_train.images[:8192], mnist_train.labels[:8192])
+    model = models.LeNet300100()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    tx = dp.prune(optax.adam(1e-3), dp.algorithms.gmp(0.9, begin=64, end=256, every=32))
+    state = train.init_state(params, tx)
+    result = train.fit(
+        state,
+        train.make_train_step(apply_fn, tx),
+        subset,
+        epochs=5,
+        batch_size=128,
+        seed=0,
+        progress=False,
+    )
+    accuracy, _ = train.evaluate(train.make_eval_step(apply_fn), result.state, mnist_test, 500)
+    report = dp.summary(result.state.params, dp.masks_of(result.state.opt_state))
+    for leaf in ["fc1/kernel", "fc2/kernel", "fc3/kernel"]:
+        row = report["leaves"][leaf]
+        assert row["size"] - row["nonzeros"] == reference.count_to_drop(0.9, row["size"])
+    assert accuracy > 0.9
