@@ -15,6 +15,7 @@ from dynprune.pruner import Context, Pruner
 from dynprune.summary import format_summary, summary
 from dynprune.transform import (
     PruneState,
+    find_state,
     hyperparams_of,
     masked_params,
     masks_of,
@@ -29,6 +30,7 @@ __all__ = [
     "algorithms",
     "apply_masks",
     "distributions",
+    "find_state",
     "format_summary",
     "hyperparams_of",
     "masked_params",

@@ -63,6 +63,12 @@ class Pruner(NamedTuple):
       soft: False = hard pruning (pruned weights are exactly 0.0 after every step, the
         optimizer never sees their gradients). True = soft/recoverable (dense weights
         kept, the forward pass must use :func:`dynprune.masked_params`).
+      update_pruned: soft mode only. True (straight-through, DNS): the optimizer gets the
+        dense gradient ∂L/∂(w ⊙ m), so pruned weights keep learning and can come back.
+        False (movement pruning): pruned weights are frozen at their values.
+      rewind: optional ``Context -> params``, evaluated when masks are recomputed; the
+        weights are reset to what it returns (masked) and the optimizer's param-shaped
+        state is zeroed (lottery-ticket rewinding).
     """
 
     init: Callable[[PyTree, Hyperparams, jax.Array], tuple[PyTree, Any]]
@@ -71,6 +77,8 @@ class Pruner(NamedTuple):
     hyperparams: Mapping[str, float] = {}
     observe: Callable[[Context], Any] | None = None
     soft: bool = False
+    update_pruned: bool = True
+    rewind: Callable[[Context], PyTree] | None = None
 
 
 ScoreFn = Callable[[Context], PyTree]

@@ -3,14 +3,16 @@
 ``dp.prune(inner, pruner)`` is an ``optax.GradientTransformationExtraArgs``. Each update:
 
 1. hard mode: gradients of pruned weights are zeroed before ``inner`` sees them, so its
-   moments for them stay 0 (soft mode passes dense gradients through);
+   moments for them stay 0 (soft mode passes the dense straight-through gradients,
+   unless the pruner freezes pruned weights);
 2. ``inner`` computes its updates u; the candidate parameters are w' = w + u;
 3. if ``pruner.should_update``: new masks from ``pruner.update`` under ``lax.cond``;
    in hard mode the inner optimizer's moments of every pruned weight are reset to 0
    (any optax optimizer: every param-shaped subtree of its state is masked), so a weight
    that is regrown later starts from fresh moments;
 4. hard mode: u is replaced by −w on pruned entries, so ``optax.apply_updates`` leaves
-   them at exactly 0.0 — there is no post-update call to forget.
+   them at exactly 0.0 — there is no post-update call to forget;
+5. a pruner with ``rewind`` (lottery tickets) resets the weights when masks change.
 
 ``prune`` must be the last transform applied to the updates (wrap the rest:
 ``dp.prune(optax.chain(clip, adam), pruner)``).
@@ -118,7 +120,8 @@ def prune(
         if params is None:
             raise ValueError("dynprune.prune needs params: call tx.update(grads, state, params)")
         grads = updates
-        inner_grads = grads if pruner.soft else masks_lib.apply_masks(grads, state.masks)
+        dense_grads = pruner.soft and pruner.update_pruned
+        inner_grads = grads if dense_grads else masks_lib.apply_masks(grads, state.masks)
         inner_updates, inner_state = inner.update(
             inner_grads, state.inner_state, params, **extra_args
         )
@@ -136,19 +139,25 @@ def prune(
         if pruner.observe is not None:
             ctx = ctx._replace(aux=pruner.observe(ctx))
 
-        def recompute(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree]:
+        def recompute(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree, PyTree]:
             new_masks, aux = pruner.update(ctx)
             new_masks = full_masks(new_masks, ctx.params)
-            if not pruner.soft:
+            target = ctx.params
+            if pruner.rewind is not None:
+                target = pruner.rewind(ctx._replace(masks=new_masks, aux=aux))
+                inner_state = reset_pruned_moments(inner_state, _nothing_kept(target), target)
+            elif not pruner.soft:
                 inner_state = reset_pruned_moments(inner_state, new_masks, ctx.params)
-            return new_masks, aux, inner_state
+            return new_masks, aux, inner_state, target
 
-        def keep(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree]:
-            return ctx.masks, ctx.aux, inner_state
+        def keep(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree, PyTree]:
+            return ctx.masks, ctx.aux, inner_state, ctx.params
 
-        new_masks, aux, inner_state = lax.cond(
+        new_masks, aux, inner_state, target = lax.cond(
             pruner.should_update(ctx), recompute, keep, ctx, inner_state
         )
+        if pruner.rewind is not None:
+            inner_updates = jax.tree.map(jnp.subtract, target, params)
         if not pruner.soft:
             inner_updates = tree_lib.map_with_path(
                 lambda path, u, m, w: u if m is None else jnp.where(m, u, -w),
@@ -167,6 +176,10 @@ def prune(
         return inner_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _nothing_kept(params: PyTree) -> PyTree:
+    return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params)
 
 
 def find_state(opt_state: Any) -> PruneState:

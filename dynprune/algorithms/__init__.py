@@ -1,10 +1,32 @@
 """Pruning algorithms: each a :class:`dynprune.pruner.Pruner` recipe citing its paper."""
 
+from dynprune.algorithms.fixed import fixed
 from dynprune.algorithms.gmp import gmp
+from dynprune.algorithms.lottery import lottery
 from dynprune.algorithms.magnitude import iterative, one_shot
+from dynprune.algorithms.movement import movement
+from dynprune.algorithms.network_surgery import DNSState, dns
 from dynprune.algorithms.random import random
 from dynprune.algorithms.sensitivity import sensitivity
 from dynprune.algorithms.snip import snip
+from dynprune.algorithms.sparse_training import rigl, sparse_evolutionary
+from dynprune.algorithms.straight_through import straight_through
 from dynprune.algorithms.threshold import threshold
 
-__all__ = ["gmp", "iterative", "one_shot", "random", "sensitivity", "snip", "threshold"]
+__all__ = [
+    "DNSState",
+    "dns",
+    "fixed",
+    "gmp",
+    "iterative",
+    "lottery",
+    "movement",
+    "one_shot",
+    "random",
+    "rigl",
+    "sensitivity",
+    "snip",
+    "sparse_evolutionary",
+    "straight_through",
+    "threshold",
+]

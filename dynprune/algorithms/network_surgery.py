@@ -1,0 +1,133 @@
+"""Dynamic Network Surgery (Guo, Yao & Chen 2016): prune and splice, with recoverable masks.
+
+Dense weights W are kept; the forward pass uses W ⊙ T and the straight-through gradient
+∂L/∂(W ⊙ T) updates all of W, so a pruned weight can grow back. Per layer, with μ and σ
+the mean and standard deviation of |W| over its nonzero entries (taken once, at the
+start), and c the layer's rate:
+
+    a = 0.9 · max(μ + cσ, 0),   b = 1.1 · max(μ + cσ, 0)
+    T ← 0 where |W| < a   (prune),   T ← 1 where |W| > b   (splice),   unchanged between.
+
+The masks are updated at step t with probability (1 + γt)^(−power), and never after
+``iter_stop``. Each update counts its prunes (1 → 0) and splices (0 → 1): they are in
+``aux`` (:class:`DNSState`) for the mask-dynamics plots.
+
+References:
+  Guo, Yao & Chen, "Dynamic Network Surgery for Efficient DNNs", NeurIPS 2016; the
+  authors' Caffe code (compress_inner_product_layer / compress_conv_layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dynprune import tree as tree_lib
+from dynprune.pruner import Context, Pruner
+
+PyTree = Any
+
+
+class DNSState(NamedTuple):
+    """DNS's own state: per-leaf thresholds and the mask dynamics.
+
+    Attributes:
+      lower: a per leaf (prune below). upper: b per leaf (splice above).
+      prunes, splices: per-leaf counts of the last mask update.
+      total_prunes, total_splices: int32 totals over all updates.
+      updates: number of mask updates so far.
+    """
+
+    lower: PyTree
+    upper: PyTree
+    prunes: PyTree
+    splices: PyTree
+    total_prunes: jax.Array
+    total_splices: jax.Array
+    updates: jax.Array
+
+
+def layer_thresholds(w: jax.Array, c: Any) -> tuple[jax.Array, jax.Array]:
+    """(a, b) = (0.9, 1.1) · max(μ + cσ, 0) of |w| over its nonzero entries."""
+    magnitude = jnp.abs(w)
+    nonzero = magnitude > 0
+    n = jnp.maximum(jnp.sum(nonzero), 1)
+    mean = jnp.sum(magnitude) / n
+    std = jnp.sqrt(jnp.sum(jnp.where(nonzero, jnp.square(magnitude - mean), 0.0)) / n)
+    t = jnp.maximum(mean + c * std, 0.0)
+    return 0.9 * t, 1.1 * t
+
+
+def update_probability(step: jax.Array, gamma: jax.Array, power: jax.Array) -> jax.Array:
+    """(1 + γ t)^(−power)."""
+    return (1.0 + gamma * step) ** (-power)
+
+
+def dns(
+    c: float | dict[str, float] = 1.0,
+    *,
+    gamma: float = 1e-4,
+    power: float = 1.0,
+    iter_stop: int = 2**30,
+    filter: tree_lib.Filter | None = None,
+) -> Pruner:
+    """Dynamic Network Surgery with rate ``c`` (a float, a per-leaf tree, or {regex: c}).
+
+    Larger c prunes more. Train from a (pre)trained model, with the forward pass through
+    :func:`dynprune.masked_params`.
+    """
+
+    def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, DNSState]:
+        del hp, key
+        selected = tree_lib.select(params, filter)
+        rates = tree_lib.resolve(c, selected, name="DNS rate c")
+        bound = lambda i: lambda p, w, r: layer_thresholds(w, r)[i]
+        zeros = lambda: tree_lib.map_scored(lambda p, w: jnp.zeros([], jnp.int32), selected)
+        state = DNSState(
+            lower=tree_lib.map_scored(bound(0), selected, rates),
+            upper=tree_lib.map_scored(bound(1), selected, rates),
+            prunes=zeros(),
+            splices=zeros(),
+            total_prunes=jnp.zeros([], jnp.int32),
+            total_splices=jnp.zeros([], jnp.int32),
+            updates=jnp.zeros([], jnp.int32),
+        )
+        masks = tree_lib.map_scored(lambda p, w: jnp.ones(jnp.shape(w), bool), selected)
+        return masks, state
+
+    def should_update(ctx: Context) -> jax.Array:
+        hp = ctx.hyperparams
+        draw = jax.random.uniform(jax.random.fold_in(ctx.key, 0))
+        p = update_probability(ctx.step.astype(jnp.float32), hp["gamma"], hp["power"])
+        return (ctx.step < hp["iter_stop"]) & (draw < p)
+
+    def update(ctx: Context) -> tuple[PyTree, DNSState]:
+        aux: DNSState = ctx.aux
+
+        def leaf(path: str, m: jax.Array, w: jax.Array, a: Any, b: Any) -> jax.Array:
+            magnitude = jnp.abs(w)
+            return jnp.where(magnitude < a, False, jnp.where(magnitude > b, True, m))
+
+        new = tree_lib.map_scored(leaf, ctx.masks, ctx.params, aux.lower, aux.upper)
+        count = lambda p, x, y: jnp.sum(x & ~y).astype(jnp.int32)
+        prunes = tree_lib.map_scored(count, ctx.masks, new)
+        splices = tree_lib.map_scored(count, new, ctx.masks)
+        total = lambda t: sum(x for _, x in tree_lib.scored_leaves(t))
+        return new, aux._replace(
+            prunes=prunes,
+            splices=splices,
+            total_prunes=aux.total_prunes + total(prunes),
+            total_splices=aux.total_splices + total(splices),
+            updates=aux.updates + 1,
+        )
+
+    return Pruner(
+        init=init,
+        should_update=should_update,
+        update=update,
+        hyperparams={"gamma": gamma, "power": power, "iter_stop": iter_stop},
+        soft=True,
+        update_pruned=True,
+    )
