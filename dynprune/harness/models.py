@@ -88,6 +88,7 @@ def get_model(name: str) -> nn.Module:
     """Returns a new reference model by registry name (one of `MODELS`).
 
     Examples:
+      >>> import jax, jax.numpy as jnp
       >>> model = get_model("lenet300")
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
       >>> model.apply({"params": params}, jnp.zeros((2, 28, 28, 1))).shape
