@@ -8,7 +8,7 @@ Examples:
   >>> tx = dp.prune(optax.adam(1e-3), dp.algorithms.gmp(target=0.9, begin=0, end=5000))
 """
 
-from dynprune import algorithms, distributions, masks, schedules, scores, select, tree
+from dynprune import algorithms, distributions, masks, schedules, scores, select, stats, tree
 from dynprune.masks import apply_masks
 from dynprune.prune_now import prune_now
 from dynprune.pruner import Context, Pruner
@@ -42,6 +42,7 @@ __all__ = [
     "scores",
     "select",
     "set_hyperparams",
+    "stats",
     "summary",
     "tree",
 ]
