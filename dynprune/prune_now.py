@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import jax
+
 from dynprune import masks as masks_lib
 from dynprune import scores as scores_lib
 from dynprune import tree as tree_lib
@@ -44,8 +46,11 @@ def prune_now(
     scores = score(params, filter=filter) if callable(score) else score
     if threshold is not None:
         mask_tree = masks_lib.threshold(scores, threshold)
-    elif structured:
-        mask_tree = masks_lib.with_bias(masks_lib.structured(scores, sparsity, scope=scope), params)
     else:
-        mask_tree = masks_lib.sparsity(scores, sparsity, scope=scope)
+        mask_fn = masks_lib.structured if structured else masks_lib.sparsity
+        # One compiled program instead of op-by-op dispatch; a concrete sparsity is still
+        # validated while tracing, so errors name the leaf.
+        mask_tree = jax.jit(lambda s: mask_fn(s, sparsity, scope=scope))(scores)
+        if structured:
+            mask_tree = masks_lib.with_bias(mask_tree, params)
     return masks_lib.apply_masks(params, mask_tree), mask_tree
