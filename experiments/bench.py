@@ -1,0 +1,676 @@
+"""Performance benchmark of dynprune's pruning transform against its targets.
+
+What is measured (LeNet-300-100, batch 128, Adam 1e-3, the harness's ``make_train_step`` for
+every variant so that only the optax transformation differs; inputs are random arrays with
+MNIST shapes, [128, 28, 28, 1] in [0, 1] and labels in 0..9 — no dataset is read; the
+weights are N(0, 1/fan_in) draws in ``LeNet300100``'s parameter tree):
+
+- ``step_overhead_ratio`` (target <= 1.03): a ``dp.prune(adam, gmp)`` step on which the
+  cadence does not fire (``begin=10**9``) ÷ a plain ``adam`` step.
+- ``mask_update_ratio`` (<= 3): a step that recomputes a global 90 % magnitude mask over all
+  kernels (the cadence fires every step) ÷ a plain step.
+- ``update_speedup_vs_sort`` (>= 10): the global 90 % magnitude mask by a full ``jnp.argsort``
+  (concatenate the kernels, argsort, keep rank >= k; jaxpruner's method) ÷ ours
+  (``dp.masks.sparsity(..., scope="global")``), both jitted; the min of LeNet-300-100
+  (266,200 kernel weights) and a 3,980,000-weight MLP, both also reported.
+- ``gmp_run_overhead_ratio`` (<= 1.05): a 2,000-step GMP run (mask update every 100 steps) ÷
+  the dense run, from the medians of interleaved 100-step chunks.
+- ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
+  through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
+  5 runs must end at exactly round(s·n) zeros per kernel. The same sweep vmapped over the 5
+  states is timed against a sequential loop.
+
+Methodology. The machine is shared, so absolute times drift; ratios are taken within one run
+from interleaved measurements. Every variant is compiled and warmed up first. Then the
+variants are timed in turn (A B C, B C A, C A B, ... : the order rotates so no variant always
+runs first), each timed call ending with ``jax.block_until_ready``; a ratio is the ratio of
+the medians of the per-iteration times. The GMP run interleaves its chunks the same way: 100
+steps of the GMP run, 100 steps of the dense run, and so on (each chunk of the GMP run holds
+exactly one mask update, so chunks are comparable and their median is robust to a busy
+neighbour). Compilations are counted from JAX's ``/jax/core/compile/backend_compile_duration``
+monitoring events during the sweep's step calls, and cross-checked with the jitted step's
+cache size.
+
+The vmapped sweep has two variants. ``vmapped`` batches the models but shares the step
+counts (``in_axes=None`` for ``PruneState.count``), so the transform's ``lax.cond`` stays a
+conditional; ``vmapped_batched_count`` batches the whole state (the obvious ``in_axes=0``),
+whose batched predicate makes ``vmap`` turn the cond into a select that computes the mask
+update on every step.
+
+Examples:
+  python experiments/bench.py            # readable table
+  python experiments/bench.py --json     # one JSON object on the last line of stdout
+  python experiments/bench.py --quick    # smoke run: fewer repetitions and steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+import optax
+
+import dynprune as dp
+from dynprune.harness import models, train
+
+BATCH = 128
+LEARNING_RATE = 1e-3
+SPARSITY = 0.9
+LENET_SHAPES = ((784, 300), (300, 100), (100, 10))
+MLP4M_SHAPES = ((784, 2000), (2000, 1200), (1200, 10))  # 3,980,000 kernel weights
+SWEEP_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
+CHUNK = 100  # steps per timed chunk of the GMP run = its mask-update period
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+REQUIRED_KEYS = (
+    "step_overhead_ratio",
+    "mask_update_ratio",
+    "update_speedup_vs_sort",
+    "update_speedup_vs_sort_lenet300",
+    "update_speedup_vs_sort_4m",
+    "gmp_run_overhead_ratio",
+    "compiles_across_sweep",
+    "sweep_final_sparsities",
+    "backend",
+    "device_kind",
+    "jax_version",
+    "reps",
+)
+RATIO_KEYS = (
+    "step_overhead_ratio",
+    "mask_update_ratio",
+    "update_speedup_vs_sort",
+    "update_speedup_vs_sort_lenet300",
+    "update_speedup_vs_sort_4m",
+    "gmp_run_overhead_ratio",
+    "gmp_run_total_ratio",
+    "vmapped_speedup_vs_sequential",
+    "vmapped_batched_count_speedup_vs_sequential",
+)
+
+TARGETS = {
+    "step_overhead_ratio": ("<=", 1.03),
+    "mask_update_ratio": ("<=", 3.0),
+    "update_speedup_vs_sort": (">=", 10.0),
+    "gmp_run_overhead_ratio": ("<=", 1.05),
+    "compiles_across_sweep": ("==", 1),
+}
+
+Batches = Sequence[tuple[jax.Array, jax.Array]]
+Step = Callable[[train.TrainState, jax.Array, jax.Array], tuple[train.TrainState, Any]]
+
+
+def dense_params(shapes: Sequence[tuple[int, int]], seed: int = 0) -> dict[str, Any]:
+    """MLP parameters ``{"fc1": {"kernel", "bias"}, ...}``, kernels ~ N(0, 1/fan_in).
+
+    Drawn with NumPy: initialising through JAX would compile a kernel per random op.
+    """
+    rng = np.random.default_rng(seed)
+    return {
+        f"fc{i + 1}": {
+            "kernel": jnp.asarray(rng.standard_normal(shape, np.float32) / math.sqrt(shape[0])),
+            "bias": jnp.zeros(shape[1], jnp.float32),
+        }
+        for i, shape in enumerate(shapes)
+    }
+
+
+@functools.cache
+def lenet_apply() -> train.ApplyFn:
+    """LeNet-300-100's apply function; its parameters are ``dense_params(LENET_SHAPES)``."""
+    model = models.LeNet300100()
+    expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    actual = jax.eval_shape(lambda: {"params": dense_params(LENET_SHAPES)})
+    if expected != actual:
+        raise RuntimeError("LENET_SHAPES no longer match LeNet300100's parameters")
+    return lambda p, x: model.apply({"params": p}, x)
+
+
+def random_batches(n: int, seed: int = 0) -> list[tuple[jax.Array, jax.Array]]:
+    """``n`` random batches with MNIST shapes (images in [0, 1], labels in 0..9)."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            jnp.asarray(rng.random((BATCH, 28, 28, 1), np.float32)),
+            jnp.asarray(rng.integers(0, 10, BATCH, np.int32)),
+        )
+        for _ in range(n)
+    ]
+
+
+def idle_pruner() -> dp.Pruner:
+    """GMP whose cadence never fires in a benchmark window (it begins at step 10**9)."""
+    return dp.algorithms.gmp(SPARSITY, begin=10**9, end=10**9 + 1)
+
+
+def every_step_pruner() -> dp.Pruner:
+    """Recomputes a global magnitude mask at the target sparsity on every step."""
+    return dp.pruner.scheduled(
+        lambda ctx: dp.scores.magnitude(ctx.params),
+        lambda hp: dp.schedules.constant(hp["target"]),
+        dp.schedules.every(1),
+        hyperparams={"target": SPARSITY},
+        scope="global",
+    )
+
+
+def gmp_pruner(end: int, every: int) -> dp.Pruner:
+    """GMP from 0 at step 0 to ``target`` at step ``end``, layer-wise, every ``every`` steps."""
+    return dp.algorithms.gmp(SPARSITY, begin=0, end=end, every=every)
+
+
+@functools.cache
+def train_step(kind: str, *args: int) -> tuple[optax.GradientTransformation, Step]:
+    """``(tx, jitted harness train step)`` for ``kind`` in ``"adam"``, ``"idle"``, ``"every"``
+    or ``"gmp"`` (``args``: end, every); cached so that sections share compilations."""
+    adam = optax.adam(LEARNING_RATE)
+    pruners = {"idle": idle_pruner, "every": every_step_pruner, "gmp": gmp_pruner}
+    tx = adam if kind == "adam" else dp.prune(adam, pruners[kind](*args))
+    return tx, train.make_train_step(lenet_apply(), tx)
+
+
+def updates_in_window(pruner: dp.Pruner, first: int, steps: int) -> int:
+    """How many of steps ``first .. first + steps - 1`` the pruner's cadence fires on."""
+    ctx = dp.Context(*([None] * len(dp.Context._fields)))
+    ctx = ctx._replace(step=jnp.arange(first, first + steps, dtype=jnp.int32))
+    return int(jnp.sum(jnp.broadcast_to(pruner.should_update(ctx), (steps,))))
+
+
+def fresh_state(tx: optax.GradientTransformation, **hyperparams: float) -> train.TrainState:
+    """Step-0 state on LeNet-300-100 (pruner hyperparameters replaced if given)."""
+    params = dense_params(LENET_SHAPES)
+    opt_state = tx.init(params)
+    if hyperparams:
+        opt_state = dp.set_hyperparams(opt_state, **hyperparams)
+    return train.TrainState(params, opt_state, jnp.zeros([], jnp.int32))
+
+
+class Runner:
+    """A jitted train step with its (donated) state, stepping through fixed batches."""
+
+    def __init__(self, kind: str, *args: int, data: Batches):
+        tx, self.step = train_step(kind, *args)
+        self.state = fresh_state(tx)
+        self.data = data
+        self.i = 0
+        # Compile (or reuse the cached executable) on a throwaway state: the run starts at 0.
+        jax.block_until_ready(self.step(fresh_state(tx), *data[0]))
+
+    def run(self, n: int) -> float:
+        """Take ``n`` steps; return their wall time in seconds (ending when results are ready)."""
+        start = time.perf_counter()
+        for _ in range(n):
+            images, labels = self.data[self.i % len(self.data)]
+            self.state, _ = self.step(self.state, images, labels)
+            self.i += 1
+        jax.block_until_ready(self.state)
+        return time.perf_counter() - start
+
+
+def interleaved(thunks: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+    """Time each thunk ``reps`` times, rotating the order every round; thunks return seconds."""
+    names = list(thunks)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        for j in range(len(names)):
+            name = names[(r + j) % len(names)]
+            times[name].append(thunks[name]())
+    return times
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> Callable[[], float]:
+    """A thunk that calls ``fn(*args)``, blocks on the result and returns the seconds taken."""
+
+    def thunk() -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        return time.perf_counter() - start
+
+    return thunk
+
+
+def median_ms(times: Sequence[float]) -> float:
+    return 1e3 * statistics.median(times)
+
+
+def kernel_sparsity(masks: Any) -> float:
+    """Fraction of False over all (non-``None``) mask leaves."""
+    leaves = [m for _, m in dp.tree.scored_leaves(masks)]
+    return 1.0 - sum(int(jnp.sum(m)) for m in leaves) / sum(m.size for m in leaves)
+
+
+def bench_step_overhead(reps: int, *, warmup: int = 5) -> dict[str, Any]:
+    """Per-step times of plain Adam, the idle wrapper and a mask update on every step."""
+    data = random_batches(4)
+    runners = {
+        "plain": Runner("adam", data=data),
+        "wrapped": Runner("idle", data=data),
+        "update": Runner("every", data=data),
+    }
+    for runner in runners.values():
+        runner.run(warmup)
+    times = interleaved({name: (lambda r=r: r.run(1)) for name, r in runners.items()}, reps)
+    idle_fired = updates_in_window(idle_pruner(), 0, runners["wrapped"].i)
+    if idle_fired:
+        raise RuntimeError(f"the idle pruner's cadence fired {idle_fired} times")
+    plain, wrapped, update = (median_ms(times[k]) for k in ("plain", "wrapped", "update"))
+    return {
+        "step_overhead_ratio": wrapped / plain,
+        "mask_update_ratio": update / plain,
+        "plain_step_ms": plain,
+        "wrapped_step_ms": wrapped,
+        "update_step_ms": update,
+        "wrapped_updates_in_window": idle_fired,
+        "update_step_sparsity": kernel_sparsity(dp.masks_of(runners["update"].state.opt_state)),
+        "step_reps": reps,
+    }
+
+
+def argsort_global_masks(scores: Any, s: jax.Array) -> Any:
+    """Baseline: global masks by a full sort (jaxpruner's method): keep rank >= round(s·n)."""
+    leaves = dp.tree.scored_leaves(scores)
+    flat = jnp.concatenate([x.reshape(-1) for _, x in leaves])
+    k = dp.masks.count_to_drop(s, flat.size)
+    order = jnp.argsort(flat)
+    rank = jnp.zeros(flat.size, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
+    keep = rank >= k
+    by_path, offset = {}, 0
+    for path, x in leaves:
+        by_path[path] = keep[offset : offset + x.size].reshape(x.shape)
+        offset += x.size
+    return dp.tree.map_scored(lambda path, x: by_path[path], scores)
+
+
+def bench_selection(shapes: Sequence[tuple[int, int]], reps: int) -> dict[str, Any]:
+    """Median ms of our global mask and of the argsort baseline, on one MLP's kernels."""
+    params = dense_params(shapes)
+    ours = jax.jit(lambda p, s: dp.masks.sparsity(dp.scores.magnitude(p), s, scope="global"))
+    sort = jax.jit(lambda p, s: argsort_global_masks(dp.scores.magnitude(p), s))
+    s = jnp.float32(SPARSITY)
+    ours_masks, sort_masks = ours(params, s), sort(params, s)
+    pairs = zip(dp.tree.scored_leaves(ours_masks), dp.tree.scored_leaves(sort_masks), strict=True)
+    if not all(bool(jnp.array_equal(a, b)) for (_, a), (_, b) in pairs):
+        raise RuntimeError("radix selection and the argsort baseline disagree")
+    times = interleaved({"ours": timed(ours, params, s), "sort": timed(sort, params, s)}, reps)
+    ours_ms, sort_ms = median_ms(times["ours"]), median_ms(times["sort"])
+    return {
+        "speedup": sort_ms / ours_ms,
+        "ours_ms": ours_ms,
+        "sort_ms": sort_ms,
+        "weights": sum(a * b for a, b in shapes),
+        "reps": reps,
+        "sparsity": kernel_sparsity(ours_masks),
+    }
+
+
+def bench_gmp_run(steps: int) -> dict[str, Any]:
+    """A GMP run (update every ``CHUNK`` steps) and a dense run, interleaved chunk by chunk."""
+    if steps % CHUNK or steps < 2 * CHUNK:
+        raise ValueError(f"steps ({steps}) must be a multiple >= 2 of {CHUNK}")
+    end = steps - CHUNK  # the last update, at the target, falls inside the run
+    data = random_batches(8, seed=1)
+    dense = Runner("adam", data=data)
+    pruned = Runner("gmp", end, CHUNK, data=data)
+    times = interleaved(
+        {"gmp": lambda: pruned.run(CHUNK), "dense": lambda: dense.run(CHUNK)}, steps // CHUNK
+    )
+    gmp_ms, dense_ms = median_ms(times["gmp"]), median_ms(times["dense"])
+    return {
+        "gmp_run_overhead_ratio": gmp_ms / dense_ms,
+        "gmp_run_total_ratio": sum(times["gmp"]) / sum(times["dense"]),
+        "gmp_chunk_ms": gmp_ms,
+        "dense_chunk_ms": dense_ms,
+        "gmp_run_seconds": sum(times["gmp"]),
+        "dense_run_seconds": sum(times["dense"]),
+        "gmp_run_steps": steps,
+        "gmp_run_updates": updates_in_window(gmp_pruner(end, CHUNK), 0, steps),
+        "gmp_run_final_sparsity": kernel_sparsity(dp.masks_of(pruned.state.opt_state)),
+    }
+
+
+@contextlib.contextmanager
+def counting_compiles() -> Iterator[list[float]]:
+    """Collect the durations of XLA backend compilations that happen inside the block."""
+    events: list[float] = []
+
+    def listener(event: str, duration: float, **kwargs: Any) -> None:
+        del kwargs
+        if event == COMPILE_EVENT:
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def bench_sweep(
+    targets: Sequence[float], steps: int, every: int, reps: int, *, vmapped: bool = True
+) -> dict[str, Any]:
+    """Sweep sparsity targets through one jitted step (GMP ramp to each target by step
+    ``steps - every``); then, if ``vmapped``, time the same sweep vmapped vs sequential."""
+    data = random_batches(4, seed=2)
+    end = steps - every
+    # A fresh jit object (not the cache): its compilations are this sweep's alone.
+    tx = dp.prune(optax.adam(LEARNING_RATE), gmp_pruner(end, every))
+    step = train.make_train_step(lenet_apply(), tx)
+    compiles = 0
+    final: list[dict[str, Any]] = []
+    for s in targets:
+        state = fresh_state(tx, target=s)
+        for i in range(steps):
+            with counting_compiles() as events:
+                state, _ = step(state, *data[i % len(data)])
+            compiles += len(events)
+        zeros = {path: int(jnp.sum(w == 0)) for path, w in dp.tree.scored_leaves(state.params)}
+        final.append(
+            {
+                path: {
+                    "size": int(m.size),
+                    "mask_zeros": int(m.size - jnp.sum(m)),
+                    "param_zeros": zeros[path],
+                    "expected_zeros": round(s * m.size),
+                }
+                for path, m in dp.tree.scored_leaves(dp.masks_of(state.opt_state))
+            }
+        )
+    result: dict[str, Any] = {
+        "compiles_across_sweep": compiles,
+        "sweep_step_cache_size": step._cache_size(),
+        "sweep_targets": list(targets),
+        "sweep_final_sparsities": [
+            sum(leaf["mask_zeros"] for leaf in run.values())
+            / sum(leaf["size"] for leaf in run.values())
+            for run in final
+        ],
+        "sweep_exact": all(
+            leaf["mask_zeros"] == leaf["param_zeros"] == leaf["expected_zeros"]
+            for run in final
+            for leaf in run.values()
+        ),
+        "sweep_leaves": final,
+        "sweep_steps": steps,
+    }
+    if vmapped:
+        result.update(_bench_vmapped_sweep(tx, step, targets, steps, data, reps))
+    return result
+
+
+def _bench_vmapped_sweep(
+    tx: optax.GradientTransformation,
+    step: Step,
+    targets: Sequence[float],
+    steps: int,
+    data: Batches,
+    reps: int,
+) -> dict[str, Any]:
+    """All targets as one vmapped batch of models vs the targets one after another, after
+    ``steps`` steps (the ramp is over: no mask update is due). See the module docstring."""
+
+    def trained(s: float) -> train.TrainState:
+        state = fresh_state(tx, target=s)
+        for i in range(steps):
+            state, _ = step(state, *data[i % len(data)])
+        return state
+
+    shared_axes = train.TrainState(0, dp.PruneState(None, 0, 0, 0, 0, 0), None)
+    vsteps = {
+        "vmapped": jax.jit(
+            jax.vmap(step, in_axes=(shared_axes, None, None), out_axes=(shared_axes, 0)),
+            donate_argnums=0,
+        ),
+        "vmapped_batched_count": jax.jit(jax.vmap(step, in_axes=(0, None, None)), donate_argnums=0),
+    }
+    singles = [trained(s) for s in targets]
+    batched = {name: stack(singles) for name in vsteps}
+    shared = batched["vmapped"]
+    batched["vmapped"] = shared._replace(
+        step=jnp.copy(singles[0].step),
+        opt_state=shared.opt_state._replace(count=jnp.copy(singles[0].opt_state.count)),
+    )
+    compiles = {}
+    for name, vstep in vsteps.items():
+        with counting_compiles() as events:
+            batched[name], _ = vstep(batched[name], *data[0])
+            jax.block_until_ready(batched[name])
+        compiles[name] = len(events)
+    for i, state in enumerate(singles):
+        singles[i], _ = step(state, *data[0])
+
+    def vmapped_once(name: str) -> float:
+        start = time.perf_counter()
+        batched[name], _ = vsteps[name](batched[name], *data[0])
+        jax.block_until_ready(batched[name])
+        return time.perf_counter() - start
+
+    def sequential_once() -> float:
+        start = time.perf_counter()
+        for i, state in enumerate(singles):
+            singles[i], _ = step(state, *data[0])
+        jax.block_until_ready(singles)
+        return time.perf_counter() - start
+
+    thunks = {name: (lambda name=name: vmapped_once(name)) for name in vsteps}
+    times = interleaved({**thunks, "sequential": sequential_once}, reps)
+    n = len(targets)
+    seq = median_ms(times["sequential"])
+    out: dict[str, Any] = {"sequential_model_steps_per_s": 1e3 * n / seq}
+    for name in vsteps:
+        ms = median_ms(times[name])
+        masks = dp.masks_of(batched[name].opt_state)
+        out[f"{name}_sweep_compiles"] = compiles[name]
+        out[f"{name}_model_steps_per_s"] = 1e3 * n / ms
+        out[f"{name}_speedup_vs_sequential"] = seq / ms
+        out[f"{name}_final_sparsities"] = [
+            kernel_sparsity(jax.tree.map(lambda m, i=i: m[i], masks)) for i in range(n)
+        ]
+    return out
+
+
+def metadata(reps: int, quick: bool) -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "optax_version": optax.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "reps": reps,
+        "quick": quick,
+        "data": "random arrays with MNIST shapes (no dataset)",
+    }
+
+
+def run(
+    *,
+    quick: bool = False,
+    reps: int | None = None,
+    large_shapes: Sequence[tuple[int, int]] | None = None,
+    gmp_steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every benchmark and return one flat dict (keys in the module docstring).
+
+    Args:
+      quick: few repetitions and a short GMP run and sweep (a smoke test, not a measurement).
+      reps: interleaved repetitions of the per-step timings (default 300, quick 10); the
+        selection timings use reps // 10 (LeNet) and reps // 60 (4M), at least 3 and 2.
+      large_shapes: kernel shapes of the large MLP for the selection benchmark (default
+        ``MLP4M_SHAPES``; its weight count is reported as ``select_weights_4m``).
+      gmp_steps: length of the GMP and dense runs (default 2000, quick 300).
+      progress: called with a line before each section.
+    """
+    reps = reps or (10 if quick else 300)
+    large_shapes = large_shapes or MLP4M_SHAPES
+    say = progress or (lambda msg: None)
+    out: dict[str, Any] = metadata(reps, quick)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def section(name: str, label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        say(label)
+        t0 = time.perf_counter()
+        result = fn()
+        seconds[name] = time.perf_counter() - t0
+        return result
+
+    out.update(
+        section(
+            "step", "train step: plain vs wrapped vs mask update", lambda: bench_step_overhead(reps)
+        )
+    )
+    large_n = sum(a * b for a, b in large_shapes)
+    small = section(
+        "select_lenet300",
+        "global mask vs argsort: LeNet-300-100",
+        lambda: bench_selection(LENET_SHAPES, max(3, reps // 10)),
+    )
+    large = section(
+        "select_4m",
+        f"global mask vs argsort: {large_n:,}-weight MLP",
+        lambda: bench_selection(large_shapes, max(2, reps // 60)),
+    )
+    for name, res in (("lenet300", small), ("4m", large)):
+        out[f"update_speedup_vs_sort_{name}"] = res["speedup"]
+        out[f"select_ours_ms_{name}"] = res["ours_ms"]
+        out[f"select_argsort_ms_{name}"] = res["sort_ms"]
+        out[f"select_weights_{name}"] = res["weights"]
+        out[f"select_reps_{name}"] = res["reps"]
+    out["update_speedup_vs_sort"] = min(small["speedup"], large["speedup"])
+    out.update(
+        section(
+            "gmp_run",
+            "GMP run vs dense run",
+            lambda: bench_gmp_run(gmp_steps or (300 if quick else 2000)),
+        )
+    )
+    out.update(
+        section(
+            "sweep",
+            "sparsity sweep through one compiled step",
+            lambda: bench_sweep(
+                SWEEP_TARGETS, 12 if quick else 30, 4 if quick else 10, max(3, reps // 10)
+            ),
+        )
+    )
+    out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
+    out["section_seconds"] = seconds
+    out["bench_seconds"] = time.perf_counter() - start
+    return out
+
+
+def target_met(key: str, value: float) -> bool:
+    op, bound = TARGETS[key]
+    return {"<=": value <= bound, ">=": value >= bound, "==": value == bound}[op]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    rows = [
+        (
+            "step_overhead_ratio",
+            f"plain {result['plain_step_ms']:.2f} ms, wrapped {result['wrapped_step_ms']:.2f} ms",
+        ),
+        ("mask_update_ratio", f"update step {result['update_step_ms']:.2f} ms"),
+        (
+            "update_speedup_vs_sort_lenet300",
+            f"ours {result['select_ours_ms_lenet300']:.2f} ms, "
+            f"argsort {result['select_argsort_ms_lenet300']:.1f} ms",
+        ),
+        (
+            "update_speedup_vs_sort_4m",
+            f"ours {result['select_ours_ms_4m']:.1f} ms, "
+            f"argsort {result['select_argsort_ms_4m']:.0f} ms "
+            f"({result['select_weights_4m']:,} weights)",
+        ),
+        ("update_speedup_vs_sort", "min of the two"),
+        (
+            "gmp_run_overhead_ratio",
+            f"{result['gmp_run_steps']} steps, "
+            f"{result['gmp_run_updates']} updates; total ratio {result['gmp_run_total_ratio']:.3f}",
+        ),
+        (
+            "compiles_across_sweep",
+            "final sparsities "
+            + ", ".join(f"{s:.3f}" for s in result["sweep_final_sparsities"])
+            + f"; exact: {result['sweep_exact']}",
+        ),
+        (
+            "vmapped_speedup_vs_sequential",
+            f"{result['vmapped_model_steps_per_s']:.0f} vs "
+            f"{result['sequential_model_steps_per_s']:.0f} model-steps/s; "
+            f"{result['vmapped_sweep_compiles']} compile(s); shared step count",
+        ),
+        (
+            "vmapped_batched_count_speedup_vs_sequential",
+            f"{result['vmapped_batched_count_model_steps_per_s']:.0f} model-steps/s; "
+            "batched count: cond becomes select",
+        ),
+    ]
+    lines = [
+        f"dynprune bench — {result['backend']} ({result['device_kind']}), jax "
+        f"{result['jax_version']}, {result['cpu_count']} CPUs, reps {result['reps']}"
+        + (" [quick]" if result["quick"] else ""),
+        f"{'metric':44} {'value':>9} {'target':>9} {'met':>4}  detail",
+    ]
+    for key, detail in rows:
+        value = result[key]
+        shown = f"{value:9.3f}" if isinstance(value, float) else f"{value:9d}"
+        if key in TARGETS:
+            op, bound = TARGETS[key]
+            target, met = f"{op} {bound:g}", "yes" if result["targets_met"][key] else "NO"
+        else:
+            target, met = "", ""
+        lines.append(f"{key:44} {shown} {target:>9} {met:>4}  {detail}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object (last line)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few repetitions and steps")
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="interleaved repetitions per step timing (default 300; quick 10)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(
+        quick=args.quick,
+        reps=args.reps,
+        progress=None if args.json else (lambda msg: print(f"… {msg}", flush=True)),
+    )
+    if args.json:
+        print(json.dumps(result, default=float))
+    else:
+        print(format_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Smoke tests of experiments/bench.py: structure only, never timing targets (shared CPUs drift)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("experiments_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_compiles_once_and_ends_exactly_at_each_target(bench):
+    result = bench.bench_sweep(bench.SWEEP_TARGETS, steps=6, every=2, reps=1, vmapped=False)
+
+    assert result["compiles_across_sweep"] == 1
+    assert result["sweep_step_cache_size"] == 1
+    assert result["sweep_final_sparsities"] == pytest.approx(list(bench.SWEEP_TARGETS), abs=1e-4)
+    assert len(result["sweep_leaves"]) == len(bench.SWEEP_TARGETS)
+    for s, leaves in zip(bench.SWEEP_TARGETS, result["sweep_leaves"], strict=True):
+        assert set(leaves) == {"fc1/kernel", "fc2/kernel", "fc3/kernel"}
+        for leaf in leaves.values():
+            assert leaf["mask_zeros"] == leaf["param_zeros"] == round(s * leaf["size"])
+    assert result["sweep_exact"]
+
+
+def test_selection_agrees_with_argsort_baseline(bench):
+    result = bench.bench_selection(((64, 48), (48, 10)), reps=2)  # raises if masks differ
+
+    assert result["weights"] == 64 * 48 + 48 * 10
+    assert result["sparsity"] == pytest.approx(round(0.9 * result["weights"]) / result["weights"])
+    for key in ("speedup", "ours_ms", "sort_ms"):
+        assert math.isfinite(result[key]) and result[key] > 0
+
+
+def test_idle_pruner_never_fires_and_every_step_pruner_always_does(bench):
+    assert bench.updates_in_window(bench.idle_pruner(), 0, 10_000) == 0
+    assert bench.updates_in_window(bench.every_step_pruner(), 0, 50) == 50
+    assert bench.updates_in_window(bench.gmp_pruner(1900, 100), 0, 2000) == 20
+
+
+@pytest.mark.slow
+def test_quick_json_has_every_key_and_sane_values(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "MLP4M_SHAPES", ((256, 256),))
+    bench.main(["--quick", "--json", "--reps", "2"])
+
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(bench.REQUIRED_KEYS) <= set(result)
+    for key in bench.RATIO_KEYS:
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert result["compiles_across_sweep"] == 1 and result["sweep_exact"]
+    assert result["sweep_final_sparsities"] == pytest.approx(list(bench.SWEEP_TARGETS), abs=1e-4)
+    for name in ("vmapped", "vmapped_batched_count"):
+        assert result[f"{name}_sweep_compiles"] == 1
+        assert result[f"{name}_final_sparsities"] == result["sweep_final_sparsities"]
+    assert result["wrapped_updates_in_window"] == 0
+    assert result["update_step_sparsity"] == pytest.approx(0.9, abs=1e-5)
+    assert result["gmp_run_updates"] == 3 and result["gmp_run_final_sparsity"] == pytest.approx(0.9)
+    assert result["select_weights_4m"] == 256 * 256
+    assert set(result["targets_met"]) == set(bench.TARGETS)
+    assert result["backend"] == "cpu" and result["reps"] == 2 and result["quick"] is True
