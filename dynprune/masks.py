@@ -83,23 +83,19 @@ def sparsity(scores: PyTree, s: Any, *, scope: Scope = "layer") -> PyTree:
       Bool mask tree. Selection is exact and O(n) (:func:`dynprune.select.drop_lowest`);
       ties are dropped in position order; NaN scores rank lowest.
     """
-    if scope == "global":
-        leaves = [(p, _check_float(p, x)) for p, x in tree_lib.scored_leaves(scores)]
-        frac = _check_fraction(s, "<global>", "sparsity")
-        n = sum(x.size for _, x in leaves)
-        kept = select.drop_lowest([x for _, x in leaves], count_to_drop(frac, n))
-        by_path = dict(zip((p for p, _ in leaves), kept, strict=True))
-        return tree_lib.map_scored(lambda path, x: by_path[path], scores)
-    if scope != "layer":
+    if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    per_leaf = tree_lib.resolve(s, scores, name="sparsity")
-
-    def leaf_mask(path: str, x: Any, sv: Any) -> jax.Array:
-        x = _check_float(path, x)
-        k = count_to_drop(_check_fraction(sv, path, "sparsity"), x.size)
-        return select.drop_lowest([x], k)[0]
-
-    return tree_lib.map_scored(leaf_mask, scores, per_leaf)
+    leaves = [(p, _check_float(p, x)) for p, x in tree_lib.scored_leaves(scores)]
+    arrays = [x for _, x in leaves]
+    if scope == "global":
+        frac = _check_fraction(s, "<global>", "sparsity")
+        kept = select.drop_lowest(arrays, count_to_drop(frac, sum(x.size for x in arrays)))
+    else:
+        per_leaf = dict(tree_lib.scored_leaves(tree_lib.resolve(s, scores, name="sparsity")))
+        ks = [count_to_drop(_check_fraction(per_leaf[p], p, "sparsity"), x.size) for p, x in leaves]
+        kept = select.drop_lowest_each(arrays, ks)
+    by_path = dict(zip((p for p, _ in leaves), kept, strict=True))
+    return tree_lib.map_scored(lambda path, x: by_path[path], scores)
 
 
 def n_of_m(scores: PyTree, n: int, m: int) -> PyTree:

@@ -29,8 +29,7 @@ class Context(NamedTuple):
     """What an algorithm sees at a step.
 
     Attributes:
-      params: dense parameters after this step's optimizer update, before masking.
-      previous: the parameters the gradients were taken at (before this update).
+      params: the (dense) parameters at the start of this step, where ``grads`` was taken.
       grads: this step's raw, dense gradients (pruned weights are 0 in the forward pass,
         or masked with a straight-through estimator, so their gradient is still defined).
       masks: current bool masks (full leaf shapes; ``None`` on unpruned leaves).
@@ -41,7 +40,6 @@ class Context(NamedTuple):
     """
 
     params: PyTree
-    previous: PyTree
     grads: PyTree
     masks: PyTree
     aux: Any

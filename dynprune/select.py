@@ -1,42 +1,47 @@
-"""Exact, O(n) selection of the k lowest-ranked entries of one or more arrays (traced k).
+"""Exact, O(n) selection of the k lowest-ranked entries of arrays, with traced k.
 
 Scores are mapped to order-preserving ``uint32`` keys (:func:`order_keys`: NaN ranks
-lowest, ``-0.0 == +0.0``). The k-th smallest key T is found by a two-pass radix select:
-a 65,536-bin histogram of the high 16 bits (scatter-add), then one of the low 16 bits
-restricted to the chosen bin. Entries with key < T are dropped; entries equal to T are
-dropped in position order (earlier arrays first, then lower flat index) until exactly k
-are dropped. So for every k in [0, n] exactly k entries are dropped, with all-equal
-scores too, and k may be a traced integer (sweeps compile once; ``vmap`` works).
+lowest, ``-0.0 == +0.0``). The k-th smallest key T of every *segment* (one array, or all
+arrays ranked jointly) is found by a two-pass radix select: a histogram of the high 16
+bits (one scatter-add for all segments), then one of the low 16 bits restricted to the
+chosen bin. Entries with key < T are dropped; entries equal to T are dropped in position
+order (earlier arrays first, then lower flat index) until exactly k are dropped — the
+cut position is found by the same radix select over positions — so for
+every k in [0, n] exactly k entries go, with all-equal scores too. k may be traced
+(sweeps compile once; ``vmap`` works).
 
-Cost: two scatter passes and one compare pass over the data, plus a third scatter pass
-only when T is tied across the cut — versus O(n log n) for ``jnp.argsort``
-(``experiments/bench.py`` measures the ratio).
+Cost: four scatter passes (two for the key, two for the tie position) and a few
+elementwise passes over the data, whatever the number of arrays (the per-segment searches
+are vectorised), versus O(n log n) for
+``jnp.argsort`` (``experiments/bench.py`` measures the ratio). A fixed, small program
+matters inside ``lax.cond``: XLA:CPU pays for untaken branches by their size.
 
 References:
-  Radix select: e.g. Alabi et al., "Fast k-Selection Algorithms for Graphics Processing
-  Units", ACM JEA 2012.
+  Radix select: Alabi et al., "Fast k-Selection Algorithms for Graphics Processing Units",
+  ACM JEA 2012.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["drop_lowest", "order_keys"]
+__all__ = ["drop_lowest", "drop_lowest_each", "order_keys"]
 
 _DIGIT_BITS = 16
 _BINS = 1 << _DIGIT_BITS
-_BLOCK = 256
+_ROWS = 256
 
 
 def order_keys(x: jax.Array) -> jax.Array:
     """Order-preserving ``uint32`` keys of floating ``x``: ``a < b  ⇔  key(a) < key(b)``.
 
     NaN maps to 0, below ``-inf``, so NaN scores always rank lowest. ``-0.0`` and ``+0.0``
-    share a key. Half-precision inputs are widened exactly; float64 rounds to float32.
+    share a key, and so do subnormals (XLA flushes them to zero on CPU). Half-precision
+    inputs are widened exactly; float64 rounds to float32.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -51,10 +56,10 @@ def order_keys(x: jax.Array) -> jax.Array:
 
 def _locate(hist: jax.Array, rank: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Smallest bin b with cumsum(hist)[b] >= rank (rank >= 1), and the count before b."""
-    rows = hist.reshape(_BLOCK, -1)
+    rows = hist.reshape(_ROWS, -1)
     row_totals = rows.sum(axis=1)
     row_cum = jnp.cumsum(row_totals)
-    row = jnp.minimum(jnp.sum(row_cum < rank), _BLOCK - 1)
+    row = jnp.minimum(jnp.sum(row_cum < rank), _ROWS - 1)
     before_row = row_cum[row] - row_totals[row]
     within = lax.dynamic_index_in_dim(rows, row, keepdims=False)
     within_cum = jnp.cumsum(within) + before_row
@@ -62,56 +67,80 @@ def _locate(hist: jax.Array, rank: jax.Array) -> tuple[jax.Array, jax.Array]:
     return row * within.shape[0] + col, within_cum[col] - within[col]
 
 
-def _kth_key(keys: Sequence[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The k-th smallest key T over all ``keys`` (k >= 1), #keys < T and #keys == T."""
-    high = [(key >> _DIGIT_BITS).astype(jnp.int32) for key in keys]
-    hist = jnp.zeros(_BINS, jnp.int32)
-    for h in high:
-        hist = hist.at[h].add(1)
-    hi_bin, before_hi = _locate(hist, k)
-    hist = jnp.zeros(_BINS, jnp.int32)
-    for key, h in zip(keys, high, strict=True):
-        low = (key & jnp.uint32(_BINS - 1)).astype(jnp.int32)
-        hist = hist.at[jnp.where(h == hi_bin, low, _BINS)].add(1, mode="drop")
-    lo_bin, before_lo = _locate(hist, k - before_hi)
-    threshold = (hi_bin.astype(jnp.uint32) << _DIGIT_BITS) | lo_bin.astype(jnp.uint32)
-    return threshold, before_hi + before_lo, hist[lo_bin]
+def _histogram(index: jax.Array, segments: int) -> jax.Array:
+    """Counts of ``index`` (segment · 2^16 + digit; out-of-range ignored), as [S, 2^16]."""
+    hist = jnp.zeros(segments * _BINS, jnp.int32).at[index].add(1, mode="drop")
+    return hist.reshape(segments, _BINS)
 
 
-def _drop_first_ties(equal: Sequence[jax.Array], need: jax.Array) -> list[jax.Array]:
-    """Flag the first ``need`` True entries of ``equal`` in (array, flat index) order.
+def _kth(
+    keys: jax.Array,
+    valid: jax.Array,
+    spread: Callable[[jax.Array], jax.Array],
+    rank: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Per segment s: the rank[s]-th smallest valid key T[s] (rank >= 1) and #valid keys < T[s].
 
-    Blocks of 256 positions are histogrammed to find the block holding the cut, then
-    only that block is prefix-summed: O(n) work, no full-length scan.
+    ``keys`` and ``valid`` are flat, one entry per element; ``spread`` turns one value per
+    segment into one per element. Two radix passes of 16 bits; one scatter-add per pass
+    covers every segment.
     """
-    n_blocks = [-(-e.size // _BLOCK) for e in equal]
-    offsets = [sum(n_blocks[:i]) for i in range(len(equal))]
-    total_blocks = sum(n_blocks)
-    padded_bins = -(-total_blocks // _BLOCK) * _BLOCK
-    hist = jnp.zeros(padded_bins, jnp.int32)
-    for e, offset in zip(equal, offsets, strict=True):
-        block_of = offset + jnp.arange(e.size, dtype=jnp.int32) // _BLOCK
-        hist = hist.at[block_of].add(e.astype(jnp.int32))
-    cut_block, before = _locate(hist, need)
-    remaining = need - before
-    dropped = []
-    for e, offset, nb in zip(equal, offsets, n_blocks, strict=True):
-        padded = jnp.pad(e, (0, nb * _BLOCK - e.size))
-        local = jnp.clip(cut_block - offset, 0, nb - 1)
-        block = lax.dynamic_slice_in_dim(padded, local * _BLOCK, _BLOCK)
-        last = jnp.sum(jnp.cumsum(block.astype(jnp.int32)) < remaining)
-        position = jnp.arange(e.size, dtype=jnp.int32)
-        global_block = offset + position // _BLOCK
-        in_cut_block = (global_block == cut_block) & (position % _BLOCK <= last)
-        dropped.append(e & ((global_block < cut_block) | in_cut_block))
-    return dropped
+    n_segments = rank.shape[0]
+    outside = n_segments * _BINS
+    base = spread(jnp.arange(n_segments, dtype=jnp.int32) * _BINS)
+    high = (keys >> _DIGIT_BITS).astype(jnp.int32)
+    hist = _histogram(jnp.where(valid, base + high, outside), n_segments)
+    hi_bin, before_hi = jax.vmap(_locate)(hist, rank)
+    low = (keys & jnp.uint32(_BINS - 1)).astype(jnp.int32)
+    in_bin = valid & (high == spread(hi_bin))
+    hist = _histogram(jnp.where(in_bin, base + low, outside), n_segments)
+    lo_bin, before_lo = jax.vmap(_locate)(hist, rank - before_hi)
+    threshold = (hi_bin.astype(jnp.uint32) << _DIGIT_BITS) | lo_bin.astype(jnp.uint32)
+    return threshold, before_hi + before_lo
+
+
+def _drop(scores: Sequence[jax.Array], k: jax.Array, segment_of: list[int]) -> list[jax.Array]:
+    """Keep-masks dropping exactly k[s] lowest entries of each segment s.
+
+    Ties at the k-th key T are resolved by a second radix select, over the positions of the
+    entries equal to T: the need-th smallest position P is found, and entries equal to T
+    at positions <= P are dropped too.
+    """
+    sizes = [int(jnp.size(x)) for x in scores]
+
+    def spread(per_segment: jax.Array) -> jax.Array:
+        # Broadcasts of static slices, not a gather: XLA:CPU gathers per element are slow.
+        if len(per_segment) == 1:
+            return jnp.broadcast_to(per_segment[0], (sum(sizes),))
+        return jnp.concatenate(
+            [jnp.broadcast_to(per_segment[s], (n,)) for n, s in zip(sizes, segment_of, strict=True)]
+        )
+
+    keys = jnp.concatenate([order_keys(x).reshape(-1) for x in scores])
+    threshold, below = _kth(keys, jnp.ones(keys.shape, bool), spread, jnp.maximum(k, 1))
+    need = jnp.where(k > 0, k - below, 0)
+    cut = spread(threshold)
+    equal = keys == cut
+    position = lax.iota(jnp.uint32, keys.size)
+    last_tie, _ = _kth(position, equal, spread, jnp.maximum(need, 1))
+    tie_dropped = equal & spread(need > 0) & (position <= spread(last_tie))
+    dropped = (keys < cut) | tie_dropped
+    kept, start = [], 0
+    for x, n in zip(scores, sizes, strict=True):
+        kept.append(~dropped[start : start + n].reshape(jnp.shape(x)))
+        start += n
+    return kept
+
+
+def _counts(k: jax.Array | int | Sequence, sizes: list[int]) -> jax.Array:
+    return jnp.clip(jnp.asarray(k, jnp.int32), 0, jnp.asarray(sizes, jnp.int32))
 
 
 def drop_lowest(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Array]:
     """Keep-masks that drop exactly the ``k`` lowest-scored entries across all ``scores``.
 
     Args:
-      scores: floating arrays of any shapes; ranked jointly (global selection when several).
+      scores: floating arrays of any shapes, ranked jointly (global selection).
       k: number of entries to drop, a Python or traced integer; clipped to [0, n].
 
     Returns:
@@ -127,18 +156,24 @@ def drop_lowest(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Arr
     """
     if not scores:
         return []
-    shapes = [jnp.shape(s) for s in scores]
-    keys = [order_keys(s).reshape(-1) for s in scores]
-    n = sum(key.size for key in keys)
-    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
-    rank = jnp.maximum(k, 1)
-    threshold, n_below, n_equal = _kth_key(keys, rank)
-    need = jnp.where(k > 0, k - n_below, 0)
-    below = [key < threshold for key in keys]
-    equal = [key == threshold for key in keys]
-    tied = lax.cond(
-        (need > 0) & (need < n_equal),
-        lambda: _drop_first_ties(equal, need),
-        lambda: [e & (need > 0) for e in equal],
-    )
-    return [~(b | t).reshape(shape) for b, t, shape in zip(below, tied, shapes, strict=True)]
+    n = sum(jnp.size(s) for s in scores)
+    return _drop(scores, _counts(k, [n]).reshape(1), [0] * len(scores))
+
+
+def drop_lowest_each(scores: Sequence[jax.Array], ks: Sequence | jax.Array) -> list[jax.Array]:
+    """Like :func:`drop_lowest` for each array on its own: drop exactly ``ks[i]`` of array i.
+
+    All arrays are handled by one vectorised program (its size does not grow with the
+    number of arrays beyond a few fused elementwise passes).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> a, b = drop_lowest_each([jnp.array([3.0, 1.0]), jnp.array([0.5, 0.2, 0.9])], [1, 2])
+      >>> a.tolist(), b.tolist()
+      ([True, False], [False, False, True])
+    """
+    if not scores:
+        return []
+    sizes = [int(jnp.size(s)) for s in scores]
+    ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks]) if isinstance(ks, list | tuple) else ks
+    return _drop(scores, _counts(ks, sizes), list(range(len(scores))))

@@ -1,18 +1,22 @@
 """The optax wrapper: masks live in the optimizer state and are updated inside the jitted step.
 
-``dp.prune(inner, pruner)`` is an ``optax.GradientTransformationExtraArgs``. Each update:
+``dp.prune(inner, pruner)`` is an ``optax.GradientTransformationExtraArgs``. Each update,
+given gradients g taken at parameters w:
 
-1. hard mode: gradients of pruned weights are zeroed before ``inner`` sees them, so its
-   moments for them stay 0 (soft mode passes the dense straight-through gradients,
-   unless the pruner freezes pruned weights);
-2. ``inner`` computes its updates u; the candidate parameters are w' = w + u;
-3. if ``pruner.should_update``: new masks from ``pruner.update`` under ``lax.cond``;
-   in hard mode the inner optimizer's moments of every pruned weight are reset to 0
-   (any optax optimizer: every param-shaped subtree of its state is masked), so a weight
-   that is regrown later starts from fresh moments;
+1. if ``pruner.should_update``: new masks m from ``pruner.update`` (which sees w and g),
+   under ``lax.cond`` inside the jitted step;
+2. hard mode: every param-shaped subtree of the inner optimizer's state (Adam's moments,
+   momentum traces, … for any optax optimizer) is zeroed where m prunes, and g is masked
+   before ``inner`` sees it, so a pruned weight has no optimizer history and a weight
+   regrown later starts afresh. Soft mode passes the dense straight-through gradient
+   (or masks it, when the pruner freezes pruned weights);
+3. ``inner`` computes its updates u;
 4. hard mode: u is replaced by −w on pruned entries, so ``optax.apply_updates`` leaves
    them at exactly 0.0 — there is no post-update call to forget;
 5. a pruner with ``rewind`` (lottery tickets) resets the weights when masks change.
+
+Steps 2 and 4 are elementwise and fuse into the optimizer's own update, so a step that
+does not update the masks costs little more than the inner optimizer's step.
 
 ``prune`` must be the last transform applied to the updates (wrap the rest:
 ``dp.prune(optax.chain(clip, adam), pruner)``).
@@ -102,7 +106,7 @@ def prune(
 
     def init_fn(params: PyTree) -> PruneState:
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in pruner.hyperparams.items()}
-        key, init_key = jax.random.split(jax.random.PRNGKey(seed))
+        key, init_key = jax.random.split(jax.random.PRNGKey(seed))  # key: fold_in per step
         mask_tree, aux = pruner.init(params, hp, init_key)
         tree_lib.check_same_structure(params, mask_tree, what="pruner.init masks")
         return PruneState(
@@ -120,66 +124,77 @@ def prune(
         if params is None:
             raise ValueError("dynprune.prune needs params: call tx.update(grads, state, params)")
         grads = updates
-        dense_grads = pruner.soft and pruner.update_pruned
-        inner_grads = grads if dense_grads else masks_lib.apply_masks(grads, state.masks)
-        inner_updates, inner_state = inner.update(
-            inner_grads, state.inner_state, params, **extra_args
-        )
-        key, step_key = jax.random.split(state.key)
         ctx = Context(
-            params=optax.apply_updates(params, inner_updates),
-            previous=params,
+            params=params,
             grads=grads,
             masks=state.masks,
             aux=state.aux,
             step=state.count,
             hyperparams=state.hyperparams,
-            key=step_key,
+            # derived, not split: a pruner that draws no randomness costs nothing here
+            key=jax.random.fold_in(state.key, state.count),
         )
         if pruner.observe is not None:
             ctx = ctx._replace(aux=pruner.observe(ctx))
 
-        def recompute(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree, PyTree]:
+        # The branch sees only arrays that exist anyway (params, grads, masks), so the
+        # step that does not update materialises nothing extra for it.
+        def recompute(ctx: Context) -> tuple[PyTree, Any, PyTree]:
             new_masks, aux = pruner.update(ctx)
             new_masks = full_masks(new_masks, ctx.params)
-            target = ctx.params
-            if pruner.rewind is not None:
-                target = pruner.rewind(ctx._replace(masks=new_masks, aux=aux))
-                inner_state = reset_pruned_moments(inner_state, _nothing_kept(target), target)
-            elif not pruner.soft:
-                inner_state = reset_pruned_moments(inner_state, new_masks, ctx.params)
-            return new_masks, aux, inner_state, target
+            if pruner.rewind is None:
+                return new_masks, aux, ctx.params
+            return new_masks, aux, pruner.rewind(ctx._replace(masks=new_masks, aux=aux))
 
-        def keep(ctx: Context, inner_state: PyTree) -> tuple[PyTree, Any, PyTree, PyTree]:
-            return ctx.masks, ctx.aux, inner_state, ctx.params
+        def keep(ctx: Context) -> tuple[PyTree, Any, PyTree]:
+            return ctx.masks, ctx.aux, ctx.params
 
-        new_masks, aux, inner_state, target = lax.cond(
-            pruner.should_update(ctx), recompute, keep, ctx, inner_state
-        )
-        if pruner.rewind is not None:
-            inner_updates = jax.tree.map(jnp.subtract, target, params)
+        updating = pruner.should_update(ctx)
+        new_masks, aux, target = lax.cond(updating, recompute, keep, ctx)
+
+        inner_state = state.inner_state
         if not pruner.soft:
-            inner_updates = tree_lib.map_with_path(
-                lambda path, u, m, w: u if m is None else jnp.where(m, u, -w),
-                inner_updates,
-                new_masks,
-                params,
+            inner_state = reset_pruned_moments(inner_state, new_masks, params)
+        masked_grads = not (pruner.soft and pruner.update_pruned)
+        inner_grads = masks_lib.apply_masks(grads, new_masks) if masked_grads else grads
+        inner_updates, inner_state = inner.update(inner_grads, inner_state, params, **extra_args)
+        if pruner.rewind is not None:  # a rewinding step discards its gradient and history
+            inner_state = _zero_where(updating, inner_state, params)
+            inner_updates = jax.tree.map(
+                lambda u, t, w: jnp.where(updating, t - w, u), inner_updates, target, params
             )
+        if not pruner.soft:
+            inner_updates = _where_kept(inner_updates, new_masks, lambda u, w: -w, params)
+        elif not pruner.update_pruned:
+            inner_updates = _where_kept(inner_updates, new_masks, lambda u, w: 0 * u, params)
         new_state = PruneState(
             count=optax.safe_increment(state.count),
             masks=new_masks,
             inner_state=inner_state,
             aux=aux,
             hyperparams=state.hyperparams,
-            key=key,
+            key=state.key,
         )
         return inner_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _nothing_kept(params: PyTree) -> PyTree:
-    return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params)
+def _zero_where(pred: jax.Array, inner_state: PyTree, params: PyTree) -> PyTree:
+    """Zero every param-shaped subtree of an optimizer state when ``pred`` holds."""
+    nothing = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params)
+    zeroed = reset_pruned_moments(inner_state, nothing, params)
+    return jax.tree.map(lambda z, x: jnp.where(pred, z, x), zeroed, inner_state)
+
+
+def _where_kept(updates: PyTree, mask_tree: PyTree, pruned: Any, params: PyTree) -> PyTree:
+    """u where the mask keeps, ``pruned(u, w)`` where it prunes; unmasked leaves unchanged."""
+    return tree_lib.map_with_path(
+        lambda path, u, m, w: u if m is None else jnp.where(m, u, pruned(u, w)),
+        updates,
+        mask_tree,
+        params,
+    )
 
 
 def find_state(opt_state: Any) -> PruneState:

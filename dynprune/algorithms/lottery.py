@@ -36,8 +36,9 @@ def lottery(
 ) -> Pruner:
     """``rounds`` prune-and-rewind rounds, one every ``period`` steps, reaching ``sparsity``.
 
-    Round r ends the step r·period − 1 (after r·period optimizer steps): the weights are
-    pruned and rewound there, and the next phase trains from the rewound ticket.
+    Round r happens at step r·period, after r·period optimizer steps: the weights are
+    scored, pruned and rewound (that step's gradient is discarded), and the next phase
+    trains from the rewound ticket.
     """
     if rounds < 1 or period < 1 or not 0 <= rewind_step < period:
         raise ValueError(
@@ -46,8 +47,8 @@ def lottery(
         )
     base = scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
-        lambda hp: schedules.iterative(hp["target"], rounds, period - 1, period),
-        schedules.every(period, begin=period - 1, end=rounds * period - 1),
+        lambda hp: schedules.iterative(hp["target"], rounds, period, period),
+        schedules.every(period, begin=period, end=rounds * period),
         hyperparams={"target": sparsity},
         filter=filter,
         scope=scope,
@@ -58,7 +59,7 @@ def lottery(
         return masks, jax.tree.map(jnp.copy, params)  # own buffers: params may be donated
 
     def observe(ctx: Context) -> Any:
-        at_rewind_point = ctx.step == rewind_step - 1
+        at_rewind_point = ctx.step == rewind_step
         return jax.tree.map(lambda s, w: jnp.where(at_rewind_point, w, s), ctx.aux, ctx.params)
 
     def rewind(ctx: Context) -> Any:

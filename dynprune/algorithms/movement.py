@@ -40,9 +40,7 @@ def movement(
     schedule, cadence = target_ramp(begin, end, every)
 
     def observe(ctx: Context) -> Any:
-        return tree_lib.map_scored(
-            lambda path, s, g, w: s - g * w, ctx.aux, ctx.grads, ctx.previous
-        )
+        return tree_lib.map_scored(lambda path, s, g, w: s - g * w, ctx.aux, ctx.grads, ctx.params)
 
     base = scheduled(
         lambda ctx: ctx.aux,

@@ -21,7 +21,7 @@ def snip(
 ) -> Pruner:
     """Keep the top (1 − ``sparsity``) connections by |w · g| at step ``at``."""
     return scheduled(
-        lambda ctx: scores.saliency(ctx.previous, ctx.grads, filter=filter),
+        lambda ctx: scores.saliency(ctx.params, ctx.grads, filter=filter),
         lambda hp: schedules.constant(hp["target"]),
         schedules.every(1, begin=at, end=at),
         hyperparams={"target": sparsity},
