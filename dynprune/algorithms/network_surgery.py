@@ -51,13 +51,30 @@ class DNSState(NamedTuple):
 
 def layer_thresholds(w: jax.Array, c: Any) -> tuple[jax.Array, jax.Array]:
     """(a, b) = (0.9, 1.1) · max(μ + cσ, 0) of |w| over its nonzero entries."""
-    magnitude = jnp.abs(w)
+    magnitude = jnp.abs(jnp.ravel(w))
     nonzero = magnitude > 0
     n = jnp.maximum(jnp.sum(nonzero), 1)
     mean = jnp.sum(magnitude) / n
     std = jnp.sqrt(jnp.sum(jnp.where(nonzero, jnp.square(magnitude - mean), 0.0)) / n)
     t = jnp.maximum(mean + c * std, 0.0)
     return 0.9 * t, 1.1 * t
+
+
+def _layer_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _with_biases(params: PyTree, filter: tree_lib.Filter | None) -> PyTree:
+    """The selected kernels plus the ``bias`` leaves beside them."""
+    kernels = {p for p, _ in tree_lib.scored_leaves(tree_lib.select(params, filter))}
+    layers = {_layer_of(p) for p in kernels}
+
+    def pick(path: str, leaf: Any) -> Any:
+        if path in kernels or (path.rpartition("/")[2] == "bias" and _layer_of(path) in layers):
+            return leaf
+        return None
+
+    return tree_lib.map_with_path(pick, params)
 
 
 def update_probability(step: jax.Array, gamma: jax.Array, power: jax.Array) -> jax.Array:
@@ -71,19 +88,25 @@ def dns(
     gamma: float = 1e-4,
     power: float = 1.0,
     iter_stop: int = 2**30,
+    prune_biases: bool = True,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
     """Dynamic Network Surgery with rate ``c`` (a float, a per-leaf tree, or {regex: c}).
 
-    Larger c prunes more. Train from a (pre)trained model, with the forward pass through
-    :func:`dynprune.masked_params`.
+    Larger c prunes more. With ``prune_biases`` (the authors' code), a layer's bias is
+    masked too, and μ, σ are taken over the layer's weights and bias together. Train from
+    a (pre)trained model, with the forward pass through :func:`dynprune.masked_params`.
     """
 
     def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, DNSState]:
         del hp, key
-        selected = tree_lib.select(params, filter)
+        selected = _with_biases(params, filter) if prune_biases else tree_lib.select(params, filter)
         rates = tree_lib.resolve(c, selected, name="DNS rate c")
-        bound = lambda i: lambda p, w, r: layer_thresholds(w, r)[i]
+        layers: dict[str, list[jax.Array]] = {}
+        for path, w in tree_lib.scored_leaves(selected):
+            layers.setdefault(_layer_of(path), []).append(jnp.ravel(w))
+        joint = {k: jnp.concatenate(v) for k, v in layers.items()}
+        bound = lambda i: lambda p, w, r: layer_thresholds(joint[_layer_of(p)], r)[i]
         zeros = lambda: tree_lib.map_scored(lambda p, w: jnp.zeros([], jnp.int32), selected)
         state = DNSState(
             lower=tree_lib.map_scored(bound(0), selected, rates),
