@@ -48,7 +48,8 @@ class Phase:
     """One training phase: optimizer settings and, when pruning, the pruner.
 
     ``pruner`` gets the phase's number of steps and the steps per epoch; ``None`` trains
-    densely (or, after a pruning phase, with the masks fixed).
+    densely (or, after a pruning phase, with the masks fixed). ``shift`` > 0 augments the
+    training images with random translations of up to that many pixels.
     """
 
     epochs: int
@@ -57,6 +58,7 @@ class Phase:
     optimizer: str = "adam"
     schedule: str = "cosine"
     weight_decay: float = 0.0
+    shift: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +236,7 @@ class Runner:
             batch_size=self.recipe.batch_size,
             seed=self.seed,
             progress=False,
+            shift=phase.shift,
         ).state
 
     def accuracy(self, state: train.TrainState, split: str) -> float:

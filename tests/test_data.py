@@ -142,3 +142,26 @@ def test_preprocess_scales_to_unit_interval():
     x = data.preprocess(np.array([0, 51, 255], np.uint8))
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, np.array([0.0, 0.2, 1.0], np.float32))
+
+
+def test_translate_moves_pixels_and_fills_with_zero():
+    image = np.zeros((1, 5, 5, 1), np.uint8)
+    image[0, 2, 2, 0] = 7
+    moved = data.translate(np.repeat(image, 3, 0), np.array([[1, 0], [0, -2], [0, 0]]))
+    assert moved[0, 3, 2, 0] == 7 and moved[0].sum() == 7
+    assert moved[1, 2, 0, 0] == 7 and moved[1].sum() == 7
+    np.testing.assert_array_equal(moved[2], image[0])
+    edge = np.full((1, 3, 3, 1), 5, np.uint8)
+    shifted = data.translate(edge, np.array([[0, 2]]))
+    np.testing.assert_array_equal(shifted[0, :, :, 0], [[0, 0, 5], [0, 0, 5], [0, 0, 5]])
+
+
+def test_augmented_batches_are_seeded_and_keep_labels(mnist_train):
+    d = data.Dataset(mnist_train.images[:512], mnist_train.labels[:512])
+    a = list(data.batches(d, 128, seed=1, epoch=0, shift=2))
+    b = list(data.batches(d, 128, seed=1, epoch=0, shift=2))
+    plain = list(data.batches(d, 128, seed=1, epoch=0))
+    for (xa, ya), (xb, _), (xp, yp) in zip(a, b, plain, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yp)
+        assert xa.shape == xp.shape and not np.array_equal(xa, xp)

@@ -109,18 +109,21 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 
 
 def batches(
-    data: Dataset, batch_size: int, *, seed: int, epoch: int
+    data: Dataset, batch_size: int, *, seed: int, epoch: int, shift: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields one epoch of shuffled, full training batches.
 
-    The order depends only on `(seed, epoch)`. The last `len(data) % batch_size` examples of the
-    shuffled order are dropped, so every batch has the same shape.
+    The order (and any augmentation) depends only on `(seed, epoch)`. The last
+    `len(data) % batch_size` examples of the shuffled order are dropped, so every batch has the
+    same shape.
 
     Args:
       data: Training examples.
       batch_size: Examples per batch.
       seed: Shuffling seed.
       epoch: Epoch number; each epoch gets its own order.
+      shift: Augmentation: translate each image by a random whole number of pixels in
+        [-shift, shift] along each axis, filling with 0 (0: no augmentation).
 
     Yields:
       `(images, labels)`: float32 [batch_size, 28, 28, 1] in [0, 1] and int32 [batch_size].
@@ -128,10 +131,24 @@ def batches(
     n = len(data.labels)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples.")
-    order = np.random.default_rng((seed, epoch)).permutation(n)
+    rng = np.random.default_rng((seed, epoch))
+    order = rng.permutation(n)
     for start in range(0, n - batch_size + 1, batch_size):
         idx = order[start : start + batch_size]
-        yield preprocess(data.images[idx]), data.labels[idx]
+        images = data.images[idx]
+        if shift:
+            images = translate(images, rng.integers(-shift, shift + 1, size=(batch_size, 2)))
+        yield preprocess(images), data.labels[idx]
+
+
+def translate(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Shifts each image [N, H, W, C] by its (dy, dx) in `offsets` [N, 2], filling with 0."""
+    s = int(np.abs(offsets).max(initial=0))
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+    picked = windows[np.arange(n), s - offsets[:, 0], s - offsets[:, 1]]  # [N, C, H, W]
+    return np.ascontiguousarray(np.moveaxis(picked, 1, -1))
 
 
 def eval_batches(

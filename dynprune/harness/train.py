@@ -182,6 +182,7 @@ def fit(
     eval_data: Dataset | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, TrainState, History], None] | None = None,
+    shift: int = 0,
 ) -> FitResult:
     """Trains for `epochs` epochs of full batches, evaluating after each epoch.
 
@@ -200,6 +201,7 @@ def fit(
       eval_data: Evaluated after every epoch (e.g. the validation split), if given.
       progress: Show a tqdm progress bar over steps.
       on_epoch_end: Called as `on_epoch_end(epoch, state, history)` after each epoch.
+      shift: Random-translation augmentation of the training images (see `data.batches`).
 
     Returns:
       The final state, the per-epoch history and the total wall time.
@@ -213,7 +215,8 @@ def fit(
         for epoch in range(epochs):
             epoch_start = time.perf_counter()
             losses = []
-            for images, labels in batches(train_data, batch_size, seed=seed, epoch=epoch):
+            epoch_batches = batches(train_data, batch_size, seed=seed, epoch=epoch, shift=shift)
+            for images, labels in epoch_batches:
                 state, metrics = train_step(state, images, labels)
                 losses.append(metrics["loss"])
                 bar.update()
