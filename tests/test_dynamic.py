@@ -248,3 +248,20 @@ def test_short_real_mnist_run_reaches_target_and_learns(name, mnist_train, mnist
     else:
         assert report["pruned_only"]["sparsity"] > 0.5
     assert accuracy > 0.85, accuracy
+
+
+def test_dns_can_prune_biases_with_joint_layer_statistics():
+    params = {
+        "fc": {"kernel": jnp.array([[0.05, 1.0], [1.0, 1.0]]), "bias": jnp.array([0.02, 2.0])}
+    }
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.dns(c=0.0, gamma=0.0, prune_biases=True))
+    state = tx.init(params)
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    joint = np.array([0.05, 1.0, 1.0, 1.0, 0.02, 2.0])
+    a = 0.9 * joint.mean()
+    masks = dp.masks_of(state)
+    np.testing.assert_array_equal(masks["fc"]["bias"], np.abs([0.02, 2.0]) >= a)
+    np.testing.assert_array_equal(masks["fc"]["kernel"], [[False, True], [True, True]])
+    assert float(dp.find_state(state).aux.lower["fc"]["bias"]) == pytest.approx(a, rel=1e-6)
+    without = dp.prune(optax.sgd(0.0), dp.algorithms.dns(c=0.0, gamma=0.0))
+    assert dp.masks_of(without.init(params))["fc"]["bias"] is None

@@ -88,14 +88,17 @@ def dns(
     gamma: float = 1e-4,
     power: float = 1.0,
     iter_stop: int = 2**30,
-    prune_biases: bool = True,
+    prune_biases: bool = False,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
     """Dynamic Network Surgery with rate ``c`` (a float, a per-leaf tree, or {regex: c}).
 
-    Larger c prunes more. With ``prune_biases`` (the authors' code), a layer's bias is
-    masked too, and μ, σ are taken over the layer's weights and bias together. Train from
-    a (pre)trained model, with the forward pass through :func:`dynprune.masked_params`.
+    Larger c prunes more. With ``prune_biases`` (as in the authors' Caffe code), a layer's
+    bias is masked too and μ, σ are taken over its weights and bias together; off by
+    default, because with the thresholds that reach high compression it removes nearly
+    every bias of a model trained with weight decay (LeNet-300-100: 6.7% error at 67x
+    against 2.4% at 52x without). Train from a (pre)trained model, with the forward pass
+    through :func:`dynprune.masked_params`.
     """
 
     def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, DNSState]:
