@@ -122,8 +122,8 @@ def _origin_threshold(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.threshold(0.1, every=1, begin=0, end=0)
 
 
-ADAM_DENSE_LENET300 = Phase(epochs=20, lr=3e-3, weight_decay=0.1)
-ADAM_DENSE_LENET5 = Phase(epochs=12, lr=1e-3)
+ADAM_DENSE_LENET300 = Phase(epochs=30, lr=3e-3, weight_decay=0.1, shift=1)
+ADAM_DENSE_LENET5 = Phase(epochs=12, lr=1e-3, shift=1)
 
 RECIPES: dict[str, Recipe] = {
     "lenet300-dns": Recipe(
