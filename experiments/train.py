@@ -1,11 +1,17 @@
-"""Trains a reference model densely on MNIST or Fashion-MNIST and appends one results row.
+"""Trains a reference model on MNIST or Fashion-MNIST, optionally pruning it, and appends a row.
 
 Tunes on a held-out validation split of the training set, reports accuracy on the 10,000 test
 images, prints a summary table and appends a JSONL row (config, seed, run metadata, test
 accuracy/error, steps, wall time, parameter counts, FLOPs).
 
+With ``--prune`` the optimizer is wrapped in ``dp.prune`` and the masks are updated inside the
+jitted step: ``gmp`` ramps to ``--sparsity`` between 10% and 70% of the run (every quarter
+epoch), ``one_shot`` prunes by magnitude at the middle of the run, ``snip`` and ``random`` at
+step 0, ``rigl`` and ``set`` train sparse from an ERK start (mask updates every 100 steps
+until 75% of the run).
+
 Example:
-  python experiments/train.py --model lenet300 --epochs 20 --out experiments/results/train.jsonl
+  python experiments/train.py --model lenet300 --epochs 20 --prune gmp --sparsity 0.95
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+import dynprune as dp
 from dynprune.harness import data, models, results, train
 
 log = logging.getLogger("train")
@@ -41,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and data order")
+    p.add_argument("--prune", choices=sorted(PRUNERS), default="none", help="pruning algorithm")
+    p.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of the kernels")
     p.add_argument(
         "--validation", type=int, default=5000, help="training examples held out for validation"
     )
@@ -62,10 +70,19 @@ def make_optimizer(args: argparse.Namespace, total_steps: int) -> optax.Gradient
     )
 
 
-def flops_per_example(apply_fn, params) -> float:
-    """FLOPs of one forward pass on one image, as counted by XLA's cost analysis."""
-    compiled = jax.jit(apply_fn).lower(params, jnp.zeros((1, 28, 28, 1), jnp.float32)).compile()
-    return float(compiled.cost_analysis()["flops"])
+PRUNERS = {
+    "none": None,
+    "gmp": lambda s, steps, per_epoch: dp.algorithms.gmp(
+        s, begin=steps // 10, end=7 * steps // 10, every=max(1, per_epoch // 4)
+    ),
+    "one_shot": lambda s, steps, per_epoch: dp.algorithms.one_shot(s, at=steps // 2),
+    "snip": lambda s, steps, per_epoch: dp.algorithms.snip(s),
+    "random": lambda s, steps, per_epoch: dp.algorithms.random(s),
+    "rigl": lambda s, steps, per_epoch: dp.algorithms.rigl(s, every=100, end=3 * steps // 4),
+    "set": lambda s, steps, per_epoch: dp.algorithms.sparse_evolutionary(
+        s, every=100, end=3 * steps // 4
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,12 +110,20 @@ def main(argv: list[str] | None = None) -> dict:
     model = models.get_model(args.model)
     apply_fn = lambda p, x: model.apply({"params": p}, x)
     params = model.init(jax.random.key(args.seed), jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
-    steps = args.epochs * (len(train_data.labels) // args.batch_size)
+    per_epoch = len(train_data.labels) // args.batch_size
+    steps = args.epochs * per_epoch
     tx = make_optimizer(args, steps)
-    eval_step = train.make_eval_step(apply_fn)
+    forward = None
+    if args.prune != "none":
+        tx = dp.prune(tx, PRUNERS[args.prune](args.sparsity, steps, per_epoch), seed=args.seed)
+        forward = dp.masked_params
+    state = train.init_state(params, tx)
+    if forward is not None:  # sparse-from-the-start algorithms begin with their masks applied
+        state = state._replace(params=dp.apply_masks(params, dp.masks_of(state.opt_state)))
+    eval_step = train.make_eval_step(apply_fn, forward_params=forward)
     fitted = train.fit(
-        train.init_state(params, tx),
-        train.make_train_step(apply_fn, tx),
+        state,
+        train.make_train_step(apply_fn, tx, forward_params=forward),
         train_data,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -115,14 +140,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     test_accuracy, test_loss = train.evaluate(eval_step, fitted.state, test_data, args.batch_size)
 
-    leaves = jax.tree.leaves(jax.device_get(fitted.state.params))
-    total = sum(leaf.size for leaf in leaves)
-    nonzeros = sum(int(np.count_nonzero(leaf)) for leaf in leaves)
-    flops = flops_per_example(apply_fn, fitted.state.params)
+    final = fitted.state.params
+    masks = None
+    if forward is not None:
+        final = forward(final, fitted.state.opt_state)
+        masks = dp.masks_of(fitted.state.opt_state)
+    report = dp.summary(jax.device_get(final), masks)
+    flops = dp.stats.flops(apply_fn, final, jnp.zeros((1, 28, 28, 1), jnp.float32))
     row = {
         "key": results.run_key(config),
         "config": config,
-        "method": "dense",
+        "method": args.prune if args.prune != "none" else "dense",
         "model": args.model,
         "dataset": args.dataset,
         "seed": args.seed,
@@ -133,25 +161,34 @@ def main(argv: list[str] | None = None) -> dict:
         "val_accuracy": fitted.history.eval_accuracy[-1] if val_data is not None else None,
         "history": fitted.history._asdict(),
         "steps": int(fitted.state.step),
-        "params": total,
-        "nonzeros": nonzeros,
-        "sparsity": 1.0 - nonzeros / total,
-        "compression": total / nonzeros,
-        "flops_dense": flops,
-        "flops_effective": flops,
+        "params": report["total"]["size"],
+        "nonzeros": report["total"]["nonzeros"],
+        "sparsity": report["total"]["sparsity"],
+        "compression": report["total"]["compression"],
+        "layers": {
+            k: {f: v[f] for f in ("size", "nonzeros", "sparsity")}
+            for k, v in report["leaves"].items()
+        },
+        "flops_dense": flops["dense"],
+        "flops_effective": flops["effective"],
         "train_time_s": fitted.seconds,
         "wall_time_s": time.perf_counter() - start,
     }
     results.append_jsonl(args.out, row)
     log.info("appended run %s to %s", row["key"], args.out)
 
-    header = f"{'model':<12} {'dataset':<14} {'epochs':>6} {'steps':>6} {'val acc':>8} "
-    header += f"{'test err':>9} {'wall s':>8}"
+    if forward is not None:
+        print(dp.format_summary(report))
+    header = (
+        f"{'model':<12} {'dataset':<14} {'method':<9} {'epochs':>6} {'steps':>6} {'val acc':>8} "
+    )
+    header += f"{'test err':>9} {'compr.':>7} {'wall s':>8}"
     val = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.4f}"
     print(header)
     print(
-        f"{args.model:<12} {args.dataset:<14} {args.epochs:>6} {row['steps']:>6} {val:>8} "
-        f"{100 * row['test_error']:>8.2f}% {row['wall_time_s']:>8.1f}"
+        f"{args.model:<12} {args.dataset:<14} {row['method']:<9} {args.epochs:>6} "
+        f"{row['steps']:>6} {val:>8} {100 * row['test_error']:>8.2f}% "
+        f"{row['compression']:>6.1f}x {row['wall_time_s']:>8.1f}"
     )
     return row
 

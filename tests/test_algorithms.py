@@ -150,3 +150,8 @@ def test_gmp_on_real_mnist_reaches_target_and_learns(mnist_train, mnist_test):
         row = report["leaves"][leaf]
         assert row["size"] - row["nonzeros"] == reference.count_to_drop(0.9, row["size"])
     assert accuracy > 0.9
+
+
+def test_gmp_reaches_its_target_when_the_ramp_is_not_a_multiple_of_the_cadence():
+    _, _, dropped = masks_after(dp.algorithms.gmp(0.5, begin=0, end=13, every=5), 15)
+    assert dropped[12] < 320 and dropped[13] == 320 and dropped[14] == 320

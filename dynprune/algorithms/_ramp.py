@@ -13,7 +13,8 @@ def target_ramp(
 ) -> tuple[Callable[[Hyperparams], schedules.Schedule], schedules.Cadence]:
     """(schedule factory, cadence): one update at ``begin`` if ``end`` is None, else the
     Zhu & Gupta cubic ramp from ``hyperparams["initial"]`` to ``hyperparams["target"]``,
-    updating every ``every`` steps from ``begin`` to ``end``."""
+    updating every ``every`` steps from ``begin``, and at ``end`` itself, so the target is
+    reached even when ``end - begin`` is not a multiple of ``every``."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every!r}")
     if end is None:
@@ -23,7 +24,8 @@ def target_ramp(
         )
     if end <= begin:
         raise ValueError(f"need end > begin for a gradual ramp, got begin={begin}, end={end}")
+    periodic = schedules.every(every, begin=begin, end=end)
     return (
         lambda hp: schedules.polynomial(hp["target"], begin, end, initial=hp["initial"]),
-        schedules.every(every, begin=begin, end=end),
+        lambda step: periodic(step) | (step == end),
     )
