@@ -77,7 +77,7 @@ class Recipe:
 
 def _dns_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.dns(
-        c={"fc1": 2.9, "fc2": 2.1, "fc3": 1.0, "default": 1.0},
+        c={"fc1": 5.0, "fc2": 3.5, "fc3": 1.5, "default": 1.0},
         gamma=1e-4,
         power=1.0,
         iter_stop=int(steps * 0.75),
@@ -111,7 +111,7 @@ def _gmp_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
 
 
 def _rigl_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
-    return dp.algorithms.rigl(0.98, every=100, end=int(steps * 0.75), alpha=0.3)
+    return dp.algorithms.rigl(0.984, every=100, end=int(steps * 0.75), alpha=0.3)
 
 
 def _snip_lenet5(steps: int, per_epoch: int) -> dp.Pruner:
@@ -129,10 +129,12 @@ RECIPES: dict[str, Recipe] = {
     "lenet300-dns": Recipe(
         model="lenet300",
         pretrain=ADAM_DENSE_LENET300,
-        prune=Phase(epochs=40, lr=1e-3, pruner=_dns_lenet300),
+        prune=Phase(epochs=60, lr=0.01, optimizer="sgd", pruner=_dns_lenet300, shift=1),
+        finetune=Phase(epochs=10, lr=0.002, optimizer="sgd", shift=1),
         published="1.99% at 56x (Guo et al. 2016)",
         target="<= 1.8% error at >= 56x",
-        description="Dynamic Network Surgery from the dense model; masks frozen after 75%",
+        description="Dynamic Network Surgery from the dense model (SGD, momentum 0.9), masks "
+        "frozen after 75% of the phase, then 10 epochs with the masks fixed",
     ),
     "lenet5-dns": Recipe(
         model="lenet5",
@@ -145,7 +147,7 @@ RECIPES: dict[str, Recipe] = {
     "lenet300-han": Recipe(
         model="lenet300",
         pretrain=ADAM_DENSE_LENET300,
-        prune=Phase(epochs=25, lr=1e-3, pruner=_han_lenet300),
+        prune=Phase(epochs=25, lr=1e-3, pruner=_han_lenet300, shift=1),
         published="1.59% at 12x (Han et al. 2015)",
         target="match",
         description="4 rounds of magnitude pruning with retraining, Han's per-layer rates",
@@ -153,7 +155,7 @@ RECIPES: dict[str, Recipe] = {
     "lenet300-gmp": Recipe(
         model="lenet300",
         pretrain=ADAM_DENSE_LENET300,
-        prune=Phase(epochs=40, lr=1e-3, pruner=_gmp_lenet300),
+        prune=Phase(epochs=60, lr=1e-3, pruner=_gmp_lenet300, shift=1),
         published="-",
         target="compare with DNS at the same compression",
         description="global gradual magnitude pruning (Zhu & Gupta) from the dense model",
@@ -167,9 +169,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     "lenet300-rigl": Recipe(
         model="lenet300",
-        prune=Phase(epochs=60, lr=3e-3, pruner=_rigl_lenet300),
+        prune=Phase(epochs=60, lr=3e-3, pruner=_rigl_lenet300, shift=1),
         published="-",
-        target="sparse from scratch at 98%",
+        target="sparse from scratch at the DNS compression",
         description="RigL from a random ERK-sparse start, no dense pre-training",
     ),
     "origin-example": Recipe(
