@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import inspect
 import json
 import logging
 import os
@@ -317,7 +319,9 @@ def recipe_config(name: str, recipe: Recipe, quick: bool) -> dict[str, Any]:
         if p is None:
             return None
         d = dataclasses.asdict(p)
-        d["pruner"] = None if p.pruner is None else p.pruner.__name__
+        if p.pruner is not None:  # its settings live in its source: hash them into the key
+            source = inspect.getsource(p.pruner).encode()
+            d["pruner"] = f"{p.pruner.__name__}:{hashlib.sha1(source).hexdigest()[:10]}"
         return d
 
     return {
