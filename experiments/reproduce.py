@@ -283,6 +283,9 @@ class Runner:
         pruner = recipe.prune.pruner(self.steps(recipe.prune), self.per_epoch)
         state = self.fit(params, recipe.prune, pruner)
         masks = dp.masks_of(state.opt_state)
+        aux = dp.find_state(state.opt_state).aux
+        if isinstance(aux, dp.algorithms.DNSState):  # mask dynamics of the surgery phase
+            row["dns_prunes"], row["dns_splices"] = int(aux.total_prunes), int(aux.total_splices)
         if recipe.finetune is not None:
             row["before_finetune_test_error"] = 1 - self.accuracy(state, "test")
             params = dp.masked_params(state.params, state.opt_state)
@@ -308,9 +311,6 @@ class Runner:
             flops_effective=compute["effective"],
             steps=sum(self.steps(p) for p in (recipe.pretrain, recipe.prune, recipe.finetune) if p),
         )
-        if isinstance(dp.find_state(state.opt_state).aux, dp.algorithms.DNSState):
-            aux = dp.find_state(state.opt_state).aux
-            row["dns_prunes"], row["dns_splices"] = int(aux.total_prunes), int(aux.total_splices)
         return row
 
 
