@@ -88,7 +88,7 @@ def _dns_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
 
 def _dns_lenet5(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.dns(
-        c={"conv1": 2.2, "conv2": 3.3, "fc1": 4.6, "fc2": 3.2, "default": 1.0},
+        c={"conv1": 2.2, "conv2": 3.3, "fc1": 4.4, "fc2": 3.2, "default": 1.0},
         gamma=1e-4,
         power=1.0,
         iter_stop=int(steps * 0.75),
