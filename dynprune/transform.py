@@ -166,7 +166,9 @@ def prune(
         if not pruner.soft:
             inner_updates = _where_kept(inner_updates, new_masks, lambda u, w: -w, params)
         elif not pruner.update_pruned:
-            inner_updates = _where_kept(inner_updates, new_masks, lambda u, w: 0 * u, params)
+            inner_updates = _where_kept(
+                inner_updates, new_masks, lambda u, w: jnp.zeros_like(u), params
+            )
         new_state = PruneState(
             count=optax.safe_increment(state.count),
             masks=new_masks,
