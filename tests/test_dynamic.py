@@ -41,6 +41,24 @@ def test_dns_pruned_weight_recovers_when_it_grows_past_b():
     assert float(params["fc"]["kernel"][0, 0]) == pytest.approx(1.25)
 
 
+def test_dns_warmup_ramps_the_thresholds_along_the_cubic():
+    w = jnp.array([[0.05, 0.3], [0.6, 1.0]])
+    # |W|: mean 0.4875, std 0.3555; c = 1 -> a = 0.9 * 0.843 = 0.759
+    a = 0.9 * (float(jnp.mean(jnp.abs(w))) + float(jnp.std(jnp.abs(w))))
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.dns(c=1.0, gamma=0.0, warmup=10))
+    state = tx.init({"fc": {"kernel": w}})
+    kept = []
+    for t in range(12):
+        _, state = tx.update({"fc": {"kernel": jnp.zeros_like(w)}}, state, {"fc": {"kernel": w}})
+        kept.append(np.asarray(dp.masks_of(state)["fc"]["kernel"]).ravel().tolist())
+        scale = 1 - (1 - min(t / 10, 1)) ** 3
+        # a_t only grows and no |w| exceeds b_t (< 1.0 here), so kept = |w| >= a_t
+        assert kept[t] == [bool(x >= scale * a) for x in np.abs(np.asarray(w)).ravel()], t
+    assert kept[0] == [True] * 4 and kept[-1] == [False, False, False, True]
+    with pytest.raises(ValueError, match="warmup"):
+        dp.algorithms.dns(warmup=-1)
+
+
 def test_dns_pruned_weights_are_kept_dense_and_masked_in_forward():
     params = {"fc": {"kernel": jnp.array([[0.05, 1.0], [1.0, 1.0]])}}
     tx = dp.prune(optax.sgd(0.0), dp.algorithms.dns(c=0.0, gamma=0.0))

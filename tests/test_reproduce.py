@@ -54,6 +54,7 @@ def test_every_recipe_is_listed(reproduce, capsys):
     listed = capsys.readouterr().out
     for name in [
         "lenet300-dns",
+        "lenet300-dns-70x",
         "lenet5-dns",
         "lenet300-han",
         "lenet300-gmp",

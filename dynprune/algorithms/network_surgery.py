@@ -9,8 +9,11 @@ start), and c the layer's rate:
     T ← 0 where |W| < a   (prune),   T ← 1 where |W| > b   (splice),   unchanged between.
 
 The masks are updated at step t with probability (1 + γt)^(−power), and never after
-``iter_stop``. Each update counts its prunes (1 → 0) and splices (0 → 1): they are in
-``aux`` (:class:`DNSState`) for the mask-dynamics plots.
+``iter_stop``. With ``warmup`` = R > 0 (our addition, not in the paper) both thresholds
+grow from 0 along the Zhu & Gupta cubic, a_t = a · (1 − (1 − min(t/R, 1))³) and likewise
+b_t, so the surgery prunes gradually instead of removing most weights at its first step.
+Each update counts its prunes (1 → 0) and splices (0 → 1): they are in ``aux``
+(:class:`DNSState`) for the mask-dynamics plots.
 
 References:
   Guo, Yao & Chen, "Dynamic Network Surgery for Efficient DNNs", NeurIPS 2016; the
@@ -82,12 +85,21 @@ def update_probability(step: jax.Array, gamma: jax.Array, power: jax.Array) -> j
     return (1.0 + gamma * step) ** (-power)
 
 
+def threshold_scale(step: jax.Array, warmup: int) -> jax.Array:
+    """1 − (1 − min(t/R, 1))³ for ``warmup`` R > 0; 1 when R = 0."""
+    if warmup == 0:
+        return jnp.ones([], jnp.float32)
+    done = jnp.minimum(step.astype(jnp.float32) / warmup, 1.0)
+    return 1.0 - (1.0 - done) ** 3
+
+
 def dns(
     c: float | dict[str, float] = 1.0,
     *,
     gamma: float = 1e-4,
     power: float = 1.0,
     iter_stop: int = 2**30,
+    warmup: int = 0,
     prune_biases: bool = False,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
@@ -99,7 +111,10 @@ def dns(
     trained with weight decay, which costs accuracy (LeNet-300-100, c = 4.5/3.2/1.5, same
     run otherwise: 6.66% test error with biases pruned, 1.89% without). Train from a
     (pre)trained model, with the forward pass through :func:`dynprune.masked_params`.
+    ``warmup`` (steps, 0 = off) ramps the thresholds up from 0, as in the module docstring.
     """
+    if warmup < 0:
+        raise ValueError(f"DNS warmup must be >= 0 steps, got {warmup!r}")
 
     def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, DNSState]:
         del hp, key
@@ -131,10 +146,13 @@ def dns(
 
     def update(ctx: Context) -> tuple[PyTree, DNSState]:
         aux: DNSState = ctx.aux
+        scale = threshold_scale(ctx.step, warmup)
 
         def leaf(path: str, m: jax.Array, w: jax.Array, a: Any, b: Any) -> jax.Array:
             magnitude = jnp.abs(w)
-            return jnp.where(magnitude < a, False, jnp.where(magnitude > b, True, m))
+            return jnp.where(
+                magnitude < scale * a, False, jnp.where(magnitude > scale * b, True, m)
+            )
 
         new = tree_lib.map_scored(leaf, ctx.masks, ctx.params, aux.lower, aux.upper)
         count = lambda p, x, y: jnp.sum(x & ~y).astype(jnp.int32)
