@@ -99,7 +99,7 @@ def _dns_lenet300_70x(steps: int, per_epoch: int) -> dp.Pruner:
 
 def _dns_lenet5(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.dns(
-        c={"conv1": 2.5, "conv2": 3.8, "fc1": 4.8, "fc2": 4.0, "default": 1.0},
+        c={"conv1": 2.5, "conv2": 4.1, "fc1": 4.8, "fc2": 4.6, "default": 1.0},
         gamma=1e-4,
         power=1.0,
         iter_stop=int(steps * 0.75),
@@ -188,7 +188,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "lenet5-snip": Recipe(
         model="lenet5",
-        prune=Phase(epochs=15, lr=1e-3, pruner=_snip_lenet5, shift=1),
+        prune=Phase(epochs=15, lr=3e-3, pruner=_snip_lenet5, shift=1),
         published="1.1% at 99% sparsity (Lee et al. 2019)",
         target="beat it",
         description="SNIP at initialisation (one batch), then training the 1% survivors",
