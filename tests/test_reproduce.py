@@ -36,6 +36,10 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
     assert [r["seed"] for r in rows] == [0, 1] and last["seeds"] == 2
     for row in rows:
         assert row["compression"] == pytest.approx(row["params"] / row["nonzeros"])
+        kernels = [v for k, v in row["layers"].items() if k.endswith("kernel")]
+        assert row["weights_compression"] == pytest.approx(
+            sum(v["size"] for v in kernels) / sum(v["nonzeros"] for v in kernels)
+        )
         assert row["params"] == 101_770 and 0 < row["nonzeros"] < row["params"]
         assert row["flops_effective"] < row["flops_dense"]
         assert "before_finetune_test_error" in row and "dense_test_error" in row
