@@ -1,0 +1,138 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reproductions: error against compression
+#
+# Reads the rows `experiments/reproduce.py` appends to
+# `experiments/results/reproductions.jsonl` (one per recipe and seed) and plots each recipe's
+# test error against its compression, next to the published point it is compared with.
+# Rows of a recipe's current configuration are the headline; rows of earlier configurations
+# (kept in the file under their own keys) are drawn faintly, so the tuning history stays in
+# view. The plots use the compression of the pruned weights alone (biases left out), the
+# convention of SNIP's "99% sparsity" and of the papers' per-layer tables; the printed summary
+# also gives the README's all-parameter figure.
+#
+# Set `DYNPRUNE_RESULTS` to read another results file, `DYNPRUNE_FIGURES` to choose where the
+# figure is written.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dynprune.harness import results
+
+ROOT = Path.cwd() if (Path.cwd() / "experiments").is_dir() else Path.cwd().parent
+RESULTS = Path(os.environ.get("DYNPRUNE_RESULTS", ROOT / "experiments/results/reproductions.jsonl"))
+FIGURES = Path(os.environ.get("DYNPRUNE_FIGURES", ROOT / "experiments/results"))
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import reproduce  # noqa: E402  (the recipes: which rows are each recipe's current ones)
+
+rows = results.read_jsonl(RESULTS)
+print(f"{len(rows)} rows from {RESULTS}")
+
+# %% [markdown]
+# Published points, as (error %, compression): the papers' own numbers.
+
+# %%
+PUBLISHED = {
+    "lenet300-han": (1.59, 12.0),
+    "lenet300-dns": (1.99, 56.0),
+    "lenet300-dns-70x": (1.92, 68.0),
+    "lenet5-dns": (0.91, 108.0),
+    "lenet5-snip": (1.1, 100.0),
+}
+
+
+def current(name):
+    """Rows of ``name`` in its current configuration (the README table's rows)."""
+    config = reproduce.recipe_config(name, reproduce.RECIPES[name], quick=False)
+    return [r for r in rows if r["recipe"] == name and r["config"] == config]
+
+
+headline = {name: current(name) for name in reproduce.RECIPES}
+for name, mine in headline.items():
+    if mine:
+        err = 100 * np.array([r["test_error"] for r in mine])
+        comp = np.mean([r["compression"] for r in mine])
+        weights = np.mean([r["weights_compression"] for r in mine])
+        print(
+            f"{name:<18} {err.mean():.2f}% ± {err.std():.2f} at {comp:6.1f}x "
+            f"({weights:.1f}x weights only, {len(mine)} seeds)"
+        )
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
+    names = [n for n, r in reproduce.RECIPES.items() if r.model == net]
+    for i, name in enumerate(names):
+        color = f"C{i}"
+        mine = headline[name]
+        ids = {r["key"] for r in mine}
+        older = [r for r in rows if r["recipe"] == name and r["key"] not in ids]
+        if older:
+            ax.scatter(
+                [r["weights_compression"] for r in older],
+                [100 * r["test_error"] for r in older],
+                color=color,
+                alpha=0.25,
+                s=14,
+            )
+        if mine:
+            ax.scatter(
+                [r["weights_compression"] for r in mine],
+                [100 * r["test_error"] for r in mine],
+                color=color,
+                s=26,
+                label=name,
+            )
+        if name in PUBLISHED:
+            error, compression = PUBLISHED[name]
+            ax.scatter(
+                [compression],
+                [error],
+                color=color,
+                marker="*",
+                s=160,
+                edgecolor="k",
+                label=f"{name}, published",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("compression of the pruned weights")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{net}: seeds (faint: earlier configs), published (stars)", fontsize=10)
+    ax.legend(fontsize=8)
+fig.tight_layout()
+FIGURES.mkdir(parents=True, exist_ok=True)
+fig.savefig(FIGURES / "reproductions.png", dpi=120)
+
+# %% [markdown]
+# ## Where the surviving weights are
+#
+# Fraction of each kernel kept, per recipe (current configuration, mean over seeds).
+
+# %%
+for name, mine in headline.items():
+    if not mine:
+        continue
+    kernels = [k for k in mine[0]["layers"] if k.endswith("kernel")]
+    kept = {
+        k: np.mean([r["layers"][k]["nonzeros"] / r["layers"][k]["size"] for r in mine])
+        for k in kernels
+    }
+    print(f"{name:<18} " + "  ".join(f"{k.split('/')[0]} {v:6.2%}" for k, v in kept.items()))
