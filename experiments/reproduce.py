@@ -99,11 +99,11 @@ def _dns_lenet300_70x(steps: int, per_epoch: int) -> dp.Pruner:
 
 def _dns_lenet5(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.dns(
-        c={"conv1": 2.5, "conv2": 4.1, "fc1": 4.8, "fc2": 4.6, "default": 1.0},
+        c={"conv1": 2.9, "conv2": 4.6, "fc1": 5.2, "fc2": 5.2, "default": 1.0},
         gamma=1e-4,
         power=1.0,
         iter_stop=int(steps * 0.75),
-        warmup=int(steps * 0.3),
+        warmup=int(steps * 0.4),
     )
 
 
@@ -163,12 +163,11 @@ RECIPES: dict[str, Recipe] = {
     "lenet5-dns": Recipe(
         model="lenet5",
         pretrain=ADAM_DENSE_LENET5,
-        prune=Phase(epochs=16, lr=0.01, optimizer="sgd", pruner=_dns_lenet5, shift=1),
-        finetune=Phase(epochs=3, lr=0.002, optimizer="sgd", shift=1),
+        prune=Phase(epochs=28, lr=0.01, optimizer="sgd", pruner=_dns_lenet5, shift=1),
         published="0.91% at 108x (Guo et al. 2016)",
         target="<= 0.9% error at >= 108x",
-        description="Dynamic Network Surgery from the dense model, thresholds warmed up over "
-        "the first 30% of the phase, masks frozen after 75%",
+        description="Dynamic Network Surgery from the dense model (28 epochs, SGD), thresholds "
+        "warmed up over the first 40% of the phase, masks frozen after 75%",
     ),
     "lenet300-han": Recipe(
         model="lenet300",
@@ -188,10 +187,11 @@ RECIPES: dict[str, Recipe] = {
     ),
     "lenet5-snip": Recipe(
         model="lenet5",
-        prune=Phase(epochs=15, lr=3e-3, pruner=_snip_lenet5, shift=1),
+        prune=Phase(epochs=30, lr=5e-3, pruner=_snip_lenet5, shift=1),
         published="1.1% at 99% sparsity (Lee et al. 2019)",
         target="beat it",
-        description="SNIP at initialisation (one batch), then training the 1% survivors",
+        description="SNIP at initialisation (one batch), then training the 1% survivors for "
+        "30 epochs (Adam 5e-3)",
     ),
     "lenet300-rigl": Recipe(
         model="lenet300",
