@@ -356,6 +356,12 @@ def recipe_config(name: str, recipe: Recipe, quick: bool) -> dict[str, Any]:
     }
 
 
+def rows_of(rows: list[dict[str, Any]], name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of recipe ``name`` run with ``config`` (other configurations' rows stay in the
+    file under their own keys)."""
+    return [r for r in rows if r["recipe"] == name and r["config"] == config]
+
+
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     """Markdown table: per recipe (rows of its current configuration only), mean ± std over
     seeds, next to the published numbers. Compression is given over all parameters and over
@@ -366,8 +372,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, recipe in RECIPES.items():
-        current = recipe_config(name, recipe, quick=False)
-        mine = [r for r in rows if r["recipe"] == name and r["config"] == current]
+        mine = rows_of(rows, name, recipe_config(name, recipe, quick=False))
         if not mine:
             continue
         err = 100 * np.array([r["test_error"] for r in mine])
@@ -448,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     rows = results.read_jsonl(out)
     write_table(rows, out.with_suffix(".md"))
-    mine = [r for r in rows if r["recipe"] == args.recipe and r["config"] == config]
+    mine = rows_of(rows, args.recipe, config)
     errors = 100 * np.array([r["test_error"] for r in mine])
     summary = {
         "recipe": args.recipe,

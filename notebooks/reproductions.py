@@ -59,13 +59,11 @@ PUBLISHED = {
 }
 
 
-def current(name):
-    """Rows of ``name`` in its current configuration (the README table's rows)."""
-    config = reproduce.recipe_config(name, reproduce.RECIPES[name], quick=False)
-    return [r for r in rows if r["recipe"] == name and r["config"] == config]
-
-
-headline = {name: current(name) for name in reproduce.RECIPES}
+# Each recipe's rows in its current configuration (the README table's rows).
+headline = {
+    name: reproduce.rows_of(rows, name, reproduce.recipe_config(name, recipe, quick=False))
+    for name, recipe in reproduce.RECIPES.items()
+}
 for name, mine in headline.items():
     if mine:
         err = 100 * np.array([r["test_error"] for r in mine])
@@ -85,22 +83,14 @@ for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
         mine = headline[name]
         ids = {r["key"] for r in mine}
         older = [r for r in rows if r["recipe"] == name and r["key"] not in ids]
-        if older:
-            ax.scatter(
-                [r["weights_compression"] for r in older],
-                [100 * r["test_error"] for r in older],
-                color=color,
-                alpha=0.25,
-                s=14,
-            )
-        if mine:
-            ax.scatter(
-                [r["weights_compression"] for r in mine],
-                [100 * r["test_error"] for r in mine],
-                color=color,
-                s=26,
-                label=name,
-            )
+        for group, style in ((older, {"alpha": 0.25, "s": 14}), (mine, {"s": 26, "label": name})):
+            if group:
+                ax.scatter(
+                    [r["weights_compression"] for r in group],
+                    [100 * r["test_error"] for r in group],
+                    color=color,
+                    **style,
+                )
         if name in PUBLISHED:
             error, compression = PUBLISHED[name]
             ax.scatter(
