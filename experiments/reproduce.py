@@ -166,7 +166,7 @@ RECIPES: dict[str, Recipe] = {
         prune=Phase(epochs=28, lr=0.01, optimizer="sgd", pruner=_dns_lenet5, shift=1),
         published="0.91% at 108x (Guo et al. 2016)",
         target="<= 0.9% error at >= 108x",
-        description="Dynamic Network Surgery from the dense model (28 epochs, SGD), thresholds "
+        description="Dynamic Network Surgery from the dense model (SGD), thresholds "
         "warmed up over the first 40% of the phase, masks frozen after 75%",
     ),
     "lenet300-han": Recipe(
@@ -191,8 +191,8 @@ RECIPES: dict[str, Recipe] = {
         published="1.1% at 99% sparsity (Lee et al. 2019)",
         target="beat it",
         batch_size=64,
-        description="SNIP at initialisation (one batch of 64), then training the 1% survivors "
-        "for 120 epochs (Adam 5e-3, batch 64)",
+        description="SNIP at initialisation (on the first training batch), then training the "
+        "1% survivors with the masks fixed",
     ),
     "lenet300-rigl": Recipe(
         model="lenet300",
