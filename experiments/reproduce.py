@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -63,9 +64,17 @@ class Phase:
     shift: int = 0
 
 
+InitMasks = Callable[[Callable[..., jax.Array], Any, data.Dataset, int], Any]
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A reproduction: model, dense pre-training, pruning phase, optional fixed-mask fine-tune."""
+    """A reproduction: model, dense pre-training, pruning phase, optional fixed-mask fine-tune.
+
+    ``init_masks(loss, params, train, seed)``, if given, chooses the masks from the initial
+    weights before the prune phase, which then trains with them fixed (its ``pruner`` is
+    ``None``).
+    """
 
     model: str
     prune: Phase
@@ -74,6 +83,7 @@ class Recipe:
     pretrain: Phase | None = None
     finetune: Phase | None = None
     batch_size: int = 128
+    init_masks: InitMasks | None = None
     description: str = ""
 
 
@@ -128,8 +138,11 @@ def _rigl_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.rigl(0.984, every=100, end=int(steps * 0.75), alpha=0.3)
 
 
-def _snip_lenet5(steps: int, per_epoch: int) -> dp.Pruner:
-    return dp.algorithms.snip(0.99)
+def _snip_lenet5(
+    loss: Callable[..., jax.Array], params: Any, train: data.Dataset, seed: int
+) -> Any:
+    first = itertools.islice(data.batches(train, 128, seed=seed, epoch=0, shift=1), 4)
+    return dp.algorithms.snip_masks(loss, params, first, 0.99)
 
 
 def _origin_threshold(steps: int, per_epoch: int) -> dp.Pruner:
@@ -187,12 +200,13 @@ RECIPES: dict[str, Recipe] = {
     ),
     "lenet5-snip": Recipe(
         model="lenet5",
-        prune=Phase(epochs=120, lr=5e-3, pruner=_snip_lenet5, shift=1),
+        prune=Phase(epochs=60, lr=0.1, optimizer="sgd", weight_decay=5e-4, shift=1),
         published="1.1% at 99% sparsity (Lee et al. 2019)",
         target="beat it",
         batch_size=64,
-        description="SNIP at initialisation (on the first training batch), then training the "
-        "1% survivors with the masks fixed",
+        init_masks=_snip_lenet5,
+        description="SNIP at initialisation (saliency summed over several training batches at "
+        "the initial weights), then training the 1% survivors with the masks fixed",
     ),
     "lenet300-rigl": Recipe(
         model="lenet300",
@@ -268,6 +282,10 @@ class Runner:
             shift=phase.shift,
         ).state
 
+    def loss(self, params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
+        logits = self.apply_fn(params, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
     def accuracy(self, state: train.TrainState, split: str) -> float:
         return train.evaluate(self.eval_step, state, self.splits[split], 1000)[0]
 
@@ -304,7 +322,11 @@ class Runner:
             )
         else:
             params = self.model.init(jax.random.key(self.seed), EXAMPLE)["params"]
-        pruner = recipe.prune.pruner(self.steps(recipe.prune), self.per_epoch)
+        if recipe.init_masks is not None:
+            masks = recipe.init_masks(self.loss, params, self.splits["train"], self.seed)
+            pruner = dp.algorithms.fixed(masks)
+        else:
+            pruner = recipe.prune.pruner(self.steps(recipe.prune), self.per_epoch)
         state = self.fit(params, recipe.prune, pruner)
         masks = dp.masks_of(state.opt_state)
         aux = dp.find_state(state.opt_state).aux
@@ -336,17 +358,21 @@ class Runner:
         return row
 
 
+def _source_key(fn: Callable[..., Any]) -> str:
+    """A function's settings live in its source: its name and a hash of that source."""
+    return f"{fn.__name__}:{hashlib.sha1(inspect.getsource(fn).encode()).hexdigest()[:10]}"
+
+
 def recipe_config(name: str, recipe: Recipe, quick: bool) -> dict[str, Any]:
     def phase(p: Phase | None) -> Any:
         if p is None:
             return None
         d = dataclasses.asdict(p)
-        if p.pruner is not None:  # its settings live in its source: hash them into the key
-            source = inspect.getsource(p.pruner).encode()
-            d["pruner"] = f"{p.pruner.__name__}:{hashlib.sha1(source).hexdigest()[:10]}"
+        if p.pruner is not None:
+            d["pruner"] = _source_key(p.pruner)
         return d
 
-    return {
+    config = {
         "recipe": name,
         "model": recipe.model,
         "batch_size": recipe.batch_size,
@@ -355,6 +381,9 @@ def recipe_config(name: str, recipe: Recipe, quick: bool) -> dict[str, Any]:
         "finetune": phase(recipe.finetune),
         "quick": quick,
     }
+    if recipe.init_masks is not None:
+        config["init_masks"] = _source_key(recipe.init_masks)
+    return config
 
 
 def rows_of(rows: list[dict[str, Any]], name: str, config: dict[str, Any]) -> list[dict[str, Any]]:

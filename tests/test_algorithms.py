@@ -102,6 +102,36 @@ def test_snip_uses_abs_weight_times_gradient_of_the_first_batch():
     np.testing.assert_array_equal(dp.masks_of(state)["fc2"]["kernel"], e2)
 
 
+def sine_loss(params, c):
+    return sum(jnp.sin(c * params[n]["kernel"]).sum() for n in ["fc1", "fc2"])
+
+
+def test_snip_masks_sum_the_saliency_of_every_batch_at_the_same_weights():
+    params = init_params()
+    cs = [0.5, 3.0, -7.0]
+    m = dp.algorithms.snip_masks(sine_loss, params, [(c,) for c in cs], 0.7)
+    w = [np.asarray(params[n]["kernel"], np.float64) for n in ["fc1", "fc2"]]
+    s = [sum(np.abs(x * c * np.cos(c * x)) for c in cs) for x in w]
+    e1, e2 = reference.drop_lowest(s, reference.count_to_drop(0.7, 960))
+    np.testing.assert_array_equal(m["fc1"]["kernel"], e1)
+    np.testing.assert_array_equal(m["fc2"]["kernel"], e2)
+    assert m["fc1"]["bias"] is None
+
+
+def test_snip_masks_from_one_batch_equal_the_in_step_snip_pruner():
+    params = init_params()
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.snip(0.7))
+    _, state = tx.update(jax.grad(sine_loss)(params, 3.0), tx.init(params), params)
+    m = dp.algorithms.snip_masks(sine_loss, params, [(3.0,)], 0.7)
+    for n in ["fc1", "fc2"]:
+        np.testing.assert_array_equal(m[n]["kernel"], dp.masks_of(state)[n]["kernel"])
+
+
+def test_snip_masks_need_a_batch():
+    with pytest.raises(ValueError, match="at least one batch"):
+        dp.algorithms.snip_masks(sine_loss, init_params(), [], 0.7)
+
+
 def test_random_pruning_is_exact_and_seeded():
     pruner = dp.algorithms.random(0.6)
     tx = dp.prune(optax.sgd(0.1), pruner, seed=1)

@@ -8,7 +8,7 @@ from dynprune.algorithms.movement import movement
 from dynprune.algorithms.network_surgery import DNSState, dns
 from dynprune.algorithms.random import random
 from dynprune.algorithms.sensitivity import sensitivity
-from dynprune.algorithms.snip import snip
+from dynprune.algorithms.snip import snip, snip_masks
 from dynprune.algorithms.sparse_training import rigl, sparse_evolutionary
 from dynprune.algorithms.straight_through import straight_through
 from dynprune.algorithms.threshold import threshold
@@ -26,6 +26,7 @@ __all__ = [
     "rigl",
     "sensitivity",
     "snip",
+    "snip_masks",
     "sparse_evolutionary",
     "straight_through",
     "threshold",
