@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.list or args.recipe is None:
         for name, r in RECIPES.items():
             print(f"{name:<16} {r.model:<11} published: {r.published}; target: {r.target}")
+            print(f"{'':<16} {r.description}")
         return {}
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     log.setLevel(logging.INFO)

@@ -67,3 +67,4 @@ def test_every_recipe_is_listed(reproduce, capsys):
         "origin-example",
     ]:
         assert name in listed
+        assert reproduce.RECIPES[name].description in listed
