@@ -393,24 +393,27 @@ def rows_of(rows: list[dict[str, Any]], name: str, config: dict[str, Any]) -> li
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
-    """Markdown table: per recipe (rows of its current configuration only), mean ± std over
-    seeds, next to the published numbers. Compression is given over all parameters and over
-    the pruned weights alone (the papers' per-layer tables leave biases out)."""
+    """Markdown table: per recipe (rows of its current configuration only), test error mean ±
+    std and mean validation error over seeds, next to the published numbers. Compression is
+    given over all parameters and over the pruned weights alone (the papers' per-layer tables
+    leave biases out)."""
     lines = [
-        "| recipe | net | published | target | test error (mean ± std) | compression "
-        "| weights only | seeds | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recipe | net | published | target | test error (mean ± std) | validation error "
+        "| compression | weights only | seeds | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, recipe in RECIPES.items():
         mine = rows_of(rows, name, recipe_config(name, recipe, quick=False))
         if not mine:
             continue
         err = 100 * np.array([r["test_error"] for r in mine])
+        val = 100 * np.mean([r["val_error"] for r in mine])
         comp = np.mean([r["compression"] for r in mine])
         weights = np.mean([r["weights_compression"] for r in mine])
         lines.append(
             f"| `{name}` | {recipe.model} | {recipe.published} | {recipe.target} | "
-            f"{err.mean():.2f}% ± {err.std():.2f} | {comp:.1f}x | {weights:.1f}x | {len(mine)} | "
+            f"{err.mean():.2f}% ± {err.std():.2f} | {val:.2f}% | {comp:.1f}x | {weights:.1f}x | "
+            f"{len(mine)} | "
             f"{np.mean([r['wall_s'] for r in mine]):.0f} |"
         )
     path.write_text("\n".join(lines) + "\n")
