@@ -86,6 +86,12 @@ class Recipe:
     init_masks: InitMasks | None = None
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.init_masks is not None and self.prune.pruner is not None:
+            raise ValueError(
+                "a recipe with init_masks trains them fixed: its prune phase takes no pruner"
+            )
+
 
 def _dns_lenet300(steps: int, per_epoch: int) -> dp.Pruner:
     return dp.algorithms.dns(

@@ -68,3 +68,15 @@ def test_every_recipe_is_listed(reproduce, capsys):
     ]:
         assert name in listed
         assert reproduce.RECIPES[name].description in listed
+
+
+def test_a_recipe_takes_init_masks_or_a_pruner_not_both(reproduce):
+    snip = reproduce.RECIPES["lenet5-snip"]
+    with pytest.raises(ValueError, match="init_masks"):
+        reproduce.Recipe(
+            model="lenet5",
+            prune=reproduce.Phase(epochs=1, lr=1e-3, pruner=lambda steps, per_epoch: None),
+            published="-",
+            target="-",
+            init_masks=snip.init_masks,
+        )
