@@ -289,8 +289,7 @@ class Runner:
         ).state
 
     def loss(self, params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
-        logits = self.apply_fn(params, images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return train.mean_loss(self.apply_fn, params, images, labels)
 
     def accuracy(self, state: train.TrainState, split: str) -> float:
         return train.evaluate(self.eval_step, state, self.splits[split], 1000)[0]

@@ -171,3 +171,14 @@ def test_fit_needs_eval_step_and_data_together(small_mnist):
             seed=0,
             eval_data=test_data,
         )
+
+
+def test_mean_loss_is_the_loss_the_train_step_reports():
+    apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    params = jax.random.normal(jax.random.key(0), (784, 10)) * 0.01
+    images = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    labels = jnp.arange(8, dtype=jnp.int32)
+    expected = train.mean_loss(apply_fn, params, images, labels)  # the step donates params
+    step = train.make_train_step(apply_fn, optax.sgd(0.1))
+    _, metrics = step(train.init_state(params, optax.sgd(0.1)), images, labels)
+    np.testing.assert_allclose(expected, metrics["loss"], rtol=1e-6)

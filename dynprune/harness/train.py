@@ -83,6 +83,11 @@ def _loss_and_logits(
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels), logits
 
 
+def mean_loss(apply_fn: ApplyFn, params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
+    """The loss the train step minimises: mean softmax cross-entropy of `apply_fn(params, x)`."""
+    return _loss_and_logits(apply_fn, params, images, labels)[0].mean()
+
+
 def make_train_step(
     apply_fn: ApplyFn,
     tx: optax.GradientTransformation,
