@@ -206,7 +206,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "lenet5-snip": Recipe(
         model="lenet5",
-        prune=Phase(epochs=70, lr=5e-3, shift=1),
+        prune=Phase(epochs=120, lr=5e-3, shift=1),
         published="1.1% at 99% sparsity (Lee et al. 2019)",
         target="beat it",
         batch_size=64,
