@@ -415,11 +415,11 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
         val = 100 * np.mean([r["val_error"] for r in mine])
         comp = np.mean([r["compression"] for r in mine])
         weights = np.mean([r["weights_compression"] for r in mine])
+        wall = np.mean([r["wall_s"] for r in mine])
         lines.append(
             f"| `{name}` | {recipe.model} | {recipe.published} | {recipe.target} | "
             f"{err.mean():.2f}% ± {err.std():.2f} | {val:.2f}% | {comp:.1f}x | {weights:.1f}x | "
-            f"{len(mine)} | "
-            f"{np.mean([r['wall_s'] for r in mine]):.0f} |"
+            f"{len(mine)} | {wall:.0f} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
