@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import jax
 
 from dynprune import masks as masks_lib
 from dynprune import scores as scores_lib
 from dynprune import tree as tree_lib
-
-PyTree = Any
+from dynprune.pruner import PyTree, Scope
 
 __all__ = ["prune_now"]
 
@@ -22,7 +21,7 @@ def prune_now(
     sparsity: Any = None,
     threshold: Any = None,
     score: Callable[..., PyTree] | PyTree = scores_lib.magnitude,
-    scope: Literal["layer", "global"] = "layer",
+    scope: Scope = "layer",
     structured: bool = False,
     filter: tree_lib.Filter | None = None,
 ) -> tuple[PyTree, PyTree]:

@@ -1,10 +1,11 @@
-"""The pruning-algorithm interface the transform drives, and the common scheduled recipe.
+"""The pruning-algorithm interface the transform drives, and the types it is written in.
 
 A :class:`Pruner` is a bundle of pure functions (like an ``optax.GradientTransformation``).
 The transform (:func:`dynprune.prune`) calls ``should_update`` every step and, under
 ``lax.cond``, ``update`` only when it says so; ``observe`` (if any) runs every step to
 accumulate scores. Algorithms differ only in these functions; their numeric
 hyperparameters live in the optimizer state, so sweeps over them compile once.
+The recipes themselves live in :mod:`dynprune.algorithms`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dynprune import distributions, masks, schedules
 from dynprune import tree as tree_lib
 
 PyTree = Any
 Hyperparams = Mapping[str, jax.Array]
 Scope = Literal["layer", "global"]
 
-__all__ = ["Context", "Pruner", "ScoreFn", "full_masks", "scheduled"]
+__all__ = ["Context", "Hyperparams", "Pruner", "PyTree", "Scope", "ScoreFn", "full_masks"]
 
 
 class Context(NamedTuple):
@@ -87,78 +87,3 @@ def full_masks(mask_tree: PyTree, params: PyTree) -> PyTree:
     return tree_lib.map_scored(
         lambda path, m, p: jnp.broadcast_to(m, jnp.shape(p)), mask_tree, params
     )
-
-
-def scheduled(
-    score: ScoreFn,
-    schedule: Callable[[Hyperparams], schedules.Schedule],
-    cadence: schedules.Cadence,
-    *,
-    hyperparams: Mapping[str, float],
-    filter: tree_lib.Filter | None = None,
-    scope: Scope = "layer",
-    distribution: Literal["uniform", "erk"] = "uniform",
-    overrides: Mapping[str, float] | None = None,
-    structured: bool = False,
-    soft: bool = False,
-) -> Pruner:
-    """A pruner that, at each step chosen by ``cadence``, keeps the top (1 − s_t) of ``score``.
-
-    s_t = ``schedule(hyperparams)(t)``. With ``scope="layer"`` s_t is split across leaves by
-    ``distribution`` (and ``overrides`` {regex: sparsity}); with ``scope="global"`` one
-    ranking spans all leaves. ``structured=True`` removes whole output neurons (and their
-    biases) instead of single weights. This is the jaxpruner/TF-MOT recipe: algorithms
-    differ only by ``score`` and ``schedule``.
-    """
-
-    if scope == "global" and (overrides or distribution != "uniform"):
-        raise ValueError(
-            "scope='global' ranks all leaves jointly; it takes no distribution/overrides"
-        )
-
-    def init(params: PyTree, hp: Hyperparams, key: jax.Array) -> tuple[PyTree, Any]:
-        del hp, key
-        selected = tree_lib.select(params, filter)
-        if not structured:
-            return tree_lib.map_scored(lambda p, x: jnp.ones(jnp.shape(x), bool), selected), ()
-        neurons = tree_lib.map_scored(
-            lambda p, x: jnp.ones((1,) * (jnp.ndim(x) - 1) + jnp.shape(x)[-1:], bool), selected
-        )
-        return full_masks(masks.with_bias(neurons, params), params), ()
-
-    def sparsities(scores: PyTree, s: jax.Array) -> Any:
-        if scope == "global":
-            return s
-        if distribution == "erk":
-            per_leaf = distributions.erk(scores, s)
-        else:
-            per_leaf = distributions.uniform(scores, s)
-        return distributions.override(per_leaf, dict(overrides or {}))
-
-    def update(ctx: Context) -> tuple[PyTree, Any]:
-        scores = _restrict(score(ctx), ctx.masks)
-        s = schedule(ctx.hyperparams)(ctx.step)
-        if structured:
-            kernel_scores = _kernels_only(scores)
-            new = masks.structured(kernel_scores, sparsities(kernel_scores, s), scope=scope)
-            new = masks.with_bias(new, ctx.params)
-        else:
-            new = masks.sparsity(scores, sparsities(scores, s), scope=scope)
-        return full_masks(new, ctx.params), ctx.aux
-
-    return Pruner(
-        init=init,
-        should_update=lambda ctx: cadence(ctx.step),
-        update=update,
-        hyperparams=dict(hyperparams),
-        soft=soft,
-    )
-
-
-def _restrict(scores: PyTree, mask_tree: PyTree) -> PyTree:
-    """Scores only where the pruner masks (``None`` wherever the mask tree has ``None``)."""
-    return tree_lib.map_with_path(lambda path, m, s: None if m is None else s, mask_tree, scores)
-
-
-def _kernels_only(scores: PyTree) -> PyTree:
-    return tree_lib.map_scored(lambda p, x: x if jnp.ndim(x) >= 2 else None, scores)

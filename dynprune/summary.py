@@ -8,8 +8,7 @@ import numpy as np
 
 from dynprune import masks as masks_lib
 from dynprune import tree as tree_lib
-
-PyTree = Any
+from dynprune.pruner import PyTree
 
 __all__ = ["format_summary", "summary"]
 

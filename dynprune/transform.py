@@ -33,9 +33,7 @@ from jax import lax
 
 from dynprune import masks as masks_lib
 from dynprune import tree as tree_lib
-from dynprune.pruner import Context, Pruner, full_masks
-
-PyTree = Any
+from dynprune.pruner import Context, Pruner, PyTree, full_masks
 
 __all__ = [
     "PruneState",
@@ -96,7 +94,7 @@ def prune(
     Examples:
       >>> import jax.numpy as jnp, optax, dynprune as dp
       >>> params = {"fc": {"kernel": jnp.arange(1.0, 9.0).reshape(4, 2), "bias": jnp.zeros(2)}}
-      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.one_shot(sparsity=0.5))
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.one_shot(target=0.5))
       >>> state = tx.init(params)
       >>> updates, state = tx.update(params, state, params)
       >>> optax.apply_updates(params, updates)["fc"]["kernel"].tolist()

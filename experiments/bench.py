@@ -158,7 +158,7 @@ def idle_pruner() -> dp.Pruner:
 
 def every_step_pruner() -> dp.Pruner:
     """Recomputes a global magnitude mask at the target sparsity on every step."""
-    return dp.pruner.scheduled(
+    return dp.algorithms.scheduled(
         lambda ctx: dp.scores.magnitude(ctx.params),
         lambda hp: dp.schedules.constant(hp["target"]),
         dp.schedules.every(1),

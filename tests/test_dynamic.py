@@ -116,6 +116,17 @@ def test_drop_and_grow_hand_checked():
     assert new.tolist() == [True, False, True, False, False, True, False, True]
 
 
+def test_drop_and_grow_moves_to_a_new_count_with_the_turnover_on_top():
+    m = jnp.array([True, True, True, True, False, False, False, False])
+    w = jnp.array([0.5, -0.1, 0.9, 0.2, 0.0, 0.0, 0.0, 0.0])
+    grad = jnp.array([9.0, 9.0, 9.0, 9.0, 0.1, 3.0, 0.2, 2.0])
+    # turnover round(0.25 * 4) = 1; keep 2: drop 1 + 2, grow 1; keep 6: drop 1, grow 1 + 2
+    sparser = sparse_training.drop_and_grow(m, w, grad, 0.25, keep=2)
+    assert sparser.tolist() == [False, False, True, False, False, True, False, False]
+    denser = sparse_training.drop_and_grow(m, w, grad, 0.25, keep=6)
+    assert denser.tolist() == [True, False, True, True, False, True, True, True]
+
+
 @pytest.mark.parametrize("algorithm", ["set", "rigl"])
 @pytest.mark.parametrize("inner", ["adam", "sgd_momentum"])
 def test_sparse_training_keeps_sparsity_and_regrows_from_zero(algorithm, inner):

@@ -1,4 +1,7 @@
-"""Pruning algorithms: each a :class:`dynprune.pruner.Pruner` recipe citing its paper."""
+"""Pruning algorithms: each a :class:`dynprune.pruner.Pruner` recipe citing its paper.
+
+:func:`get` builds one by name from configuration data (see :func:`names`).
+"""
 
 from dynprune.algorithms.fixed import fixed
 from dynprune.algorithms.gmp import gmp
@@ -7,23 +10,31 @@ from dynprune.algorithms.magnitude import iterative, one_shot
 from dynprune.algorithms.movement import movement
 from dynprune.algorithms.network_surgery import DNSState, dns
 from dynprune.algorithms.random import random
+from dynprune.algorithms.registry import STEP_ARGUMENTS, arguments, get, names
+from dynprune.algorithms.scheduled import scheduled
 from dynprune.algorithms.sensitivity import sensitivity
 from dynprune.algorithms.snip import snip, snip_masks
-from dynprune.algorithms.sparse_training import rigl, sparse_evolutionary
+from dynprune.algorithms.sparse_training import dynamic_sparse, rigl, sparse_evolutionary
 from dynprune.algorithms.straight_through import straight_through
 from dynprune.algorithms.threshold import threshold
 
 __all__ = [
+    "STEP_ARGUMENTS",
     "DNSState",
+    "arguments",
     "dns",
+    "dynamic_sparse",
     "fixed",
+    "get",
     "gmp",
     "iterative",
     "lottery",
     "movement",
+    "names",
     "one_shot",
     "random",
     "rigl",
+    "scheduled",
     "sensitivity",
     "snip",
     "snip_masks",

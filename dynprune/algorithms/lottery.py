@@ -22,11 +22,12 @@ import jax.numpy as jnp
 from dynprune import masks as masks_lib
 from dynprune import schedules, scores
 from dynprune import tree as tree_lib
-from dynprune.pruner import Context, Pruner, Scope, scheduled
+from dynprune.algorithms.scheduled import scheduled
+from dynprune.pruner import Context, Pruner, PyTree, Scope
 
 
 def lottery(
-    sparsity: float,
+    target: float,
     rounds: int,
     period: int,
     *,
@@ -34,7 +35,7 @@ def lottery(
     scope: Scope = "layer",
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """``rounds`` prune-and-rewind rounds, one every ``period`` steps, reaching ``sparsity``.
+    """``rounds`` prune-and-rewind rounds, one every ``period`` steps, reaching sparsity ``target``.
 
     Round r happens at step r·period, after r·period optimizer steps: the weights are
     scored, pruned and rewound (that step's gradient is discarded), and the next phase
@@ -49,20 +50,20 @@ def lottery(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
         lambda hp: schedules.iterative(hp["target"], rounds, period, period),
         schedules.every(period, begin=period, end=rounds * period),
-        hyperparams={"target": sparsity},
+        hyperparams={"target": target},
         filter=filter,
         scope=scope,
     )
 
-    def init(params: Any, hp: Any, key: jax.Array) -> tuple[Any, Any]:
+    def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, Any]:
         masks, _ = base.init(params, hp, key)
         return masks, jax.tree.map(jnp.copy, params)  # own buffers: params may be donated
 
-    def observe(ctx: Context) -> Any:
+    def observe(ctx: Context) -> PyTree:
         at_rewind_point = ctx.step == rewind_step
         return jax.tree.map(lambda s, w: jnp.where(at_rewind_point, w, s), ctx.aux, ctx.params)
 
-    def rewind(ctx: Context) -> Any:
+    def rewind(ctx: Context) -> PyTree:
         return masks_lib.apply_masks(ctx.aux, ctx.masks)
 
     return base._replace(init=init, observe=None if rewind_step == 0 else observe, rewind=rewind)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dynprune import schedules, scores
 from dynprune import tree as tree_lib
-from dynprune.pruner import Pruner, Scope, scheduled
+from dynprune.algorithms.scheduled import scheduled
+from dynprune.pruner import Pruner, Scope
 
 
 def one_shot(
-    sparsity: float,
+    target: float,
     at: int = 0,
     *,
     scope: Scope = "layer",
@@ -26,12 +27,12 @@ def one_shot(
     overrides: dict[str, float] | None = None,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """Prune to ``sparsity`` by magnitude once, at step ``at``; fine-tune afterwards."""
+    """Prune to ``target`` sparsity by magnitude once, at step ``at``; fine-tune afterwards."""
     return scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
         lambda hp: schedules.constant(hp["target"]),
         schedules.every(1, begin=at, end=at),
-        hyperparams={"target": sparsity},
+        hyperparams={"target": target},
         filter=filter,
         scope=scope,
         distribution=distribution,
@@ -40,7 +41,7 @@ def one_shot(
 
 
 def iterative(
-    sparsity: float,
+    target: float,
     rounds: int,
     begin: int,
     period: int,
@@ -50,14 +51,14 @@ def iterative(
     overrides: dict[str, float] | None = None,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """``rounds`` magnitude-pruning rounds, ``period`` steps apart, reaching ``sparsity``."""
+    """``rounds`` magnitude-pruning rounds, ``period`` steps apart, reaching sparsity ``target``."""
     if rounds < 1 or period < 1:
         raise ValueError(f"need rounds >= 1 and period >= 1, got {rounds!r}, {period!r}")
     return scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
         lambda hp: schedules.iterative(hp["target"], rounds, begin, period),
         schedules.every(period, begin=begin, end=begin + (rounds - 1) * period),
-        hyperparams={"target": sparsity},
+        hyperparams={"target": target},
         filter=filter,
         scope=scope,
         distribution=distribution,

@@ -22,8 +22,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from dynprune import tree as tree_lib
-from dynprune.algorithms._ramp import target_ramp
-from dynprune.pruner import Context, Pruner, Scope, scheduled
+from dynprune.algorithms.scheduled import scheduled, target_ramp
+from dynprune.pruner import Context, Pruner, Scope
 
 
 def movement(

@@ -28,9 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from dynprune import tree as tree_lib
-from dynprune.pruner import Context, Pruner
-
-PyTree = Any
+from dynprune.pruner import Context, Pruner, PyTree
 
 
 class DNSState(NamedTuple):

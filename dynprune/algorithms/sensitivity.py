@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dynprune import scores
 from dynprune import tree as tree_lib
-from dynprune.algorithms._ramp import target_ramp
-from dynprune.pruner import Pruner, Scope, scheduled
+from dynprune.algorithms.scheduled import scheduled, target_ramp
+from dynprune.pruner import Pruner, Scope
 
 
 def sensitivity(

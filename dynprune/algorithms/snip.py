@@ -22,18 +22,19 @@ import jax
 
 from dynprune import masks, schedules, scores
 from dynprune import tree as tree_lib
-from dynprune.pruner import Pruner, Scope, scheduled
+from dynprune.algorithms.scheduled import scheduled
+from dynprune.pruner import Pruner, PyTree, Scope
 
 
 def snip(
-    sparsity: float, at: int = 0, *, scope: Scope = "global", filter: tree_lib.Filter | None = None
+    target: float, at: int = 0, *, scope: Scope = "global", filter: tree_lib.Filter | None = None
 ) -> Pruner:
-    """Keep the top (1 − ``sparsity``) connections by |w · g| at step ``at``."""
+    """Keep the top (1 − ``target``) connections by |w · g| at step ``at``."""
     return scheduled(
         lambda ctx: scores.saliency(ctx.params, ctx.grads, filter=filter),
         lambda hp: schedules.constant(hp["target"]),
         schedules.every(1, begin=at, end=at),
-        hyperparams={"target": sparsity},
+        hyperparams={"target": target},
         filter=filter,
         scope=scope,
     )
@@ -41,20 +42,20 @@ def snip(
 
 def snip_masks(
     loss_fn: Callable[..., jax.Array],
-    params: Any,
+    params: PyTree,
     batches: Iterable[tuple[Any, ...]],
-    sparsity: float,
+    target: float,
     *,
     scope: Scope = "global",
     filter: tree_lib.Filter | None = None,
-) -> Any:
-    """Masks keeping the top (1 − ``sparsity``) of s = Σ_b |w · ∂L_b/∂w| at fixed ``params``.
+) -> PyTree:
+    """Masks keeping the top (1 − ``target``) of s = Σ_b |w · ∂L_b/∂w| at fixed ``params``.
 
     Args:
       loss_fn: ``loss_fn(params, *batch) -> scalar``.
       params: the initial weights w₀; they do not move between batches.
       batches: one or more argument tuples for ``loss_fn`` (e.g. ``(images, labels)``).
-      sparsity: fraction of the selected weights to drop (exact, see
+      target: fraction of the selected weights to drop (exact, see
         :func:`dynprune.masks.sparsity`).
       scope: ``"global"`` (SNIP's single ranking) or ``"layer"``.
       filter: which leaves to prune (default: kernels).
@@ -70,4 +71,4 @@ def snip_masks(
         total = s if total is None else tree_lib.map_scored(lambda p, a, b: a + b, total, s)
     if total is None:
         raise ValueError("snip_masks needs at least one batch, got none")
-    return jax.jit(lambda t: masks.sparsity(t, sparsity, scope=scope))(total)
+    return jax.jit(lambda t: masks.sparsity(t, target, scope=scope))(total)

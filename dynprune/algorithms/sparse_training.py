@@ -7,10 +7,14 @@ largest dense-gradient magnitude |∂L/∂w| (RigL) — with the cosine-decayed 
 
     f_t = α/2 · (1 + cos(π t / T_end)).
 
-The sparsity of every layer stays exactly constant. Regrown weights start at 0 and, in
-hard mode, their optimizer moments are 0 for any optax optimizer (the transform zeroes
-every param-shaped subtree of the inner state where a weight is pruned, and masks the
-gradients it sees), so a regrown connection starts afresh.
+The sparsity of every layer stays exactly at its share of the target (a target changed
+in the optimizer state by ``dp.set_hyperparams`` is reached at the next update). Regrown
+weights start at 0 and, in hard mode, their optimizer moments are 0 for any optax
+optimizer (the transform zeroes every param-shaped subtree of the inner state where a
+weight is pruned, and masks the gradients it sees), so a regrown connection starts afresh.
+
+SET and RigL differ only in the grow score: both are :func:`dynamic_sparse`, which takes
+it as an argument.
 
 References:
   Mocanu et al., "Scalable training of artificial neural networks with adaptive sparse
@@ -20,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -28,10 +31,11 @@ import jax.numpy as jnp
 
 from dynprune import distributions, masks, schedules, scores, select
 from dynprune import tree as tree_lib
-from dynprune.pruner import Context, Pruner
+from dynprune.pruner import Context, Hyperparams, Pruner, PyTree, ScoreFn
 
-PyTree = Any
-GrowScore = Callable[[Context, str, jax.Array], jax.Array]
+__all__ = ["drop_and_grow", "drop_fraction", "dynamic_sparse", "rigl", "sparse_evolutionary"]
+
+Distribution = Literal["erk", "uniform"]
 
 
 def drop_fraction(step: jax.Array, alpha: jax.Array, end: jax.Array) -> jax.Array:
@@ -40,91 +44,168 @@ def drop_fraction(step: jax.Array, alpha: jax.Array, end: jax.Array) -> jax.Arra
     return jnp.where(step < end, f, 0.0)
 
 
-def drop_and_grow(m: jax.Array, w: jax.Array, grow: jax.Array, fraction: jax.Array) -> jax.Array:
-    """Drop the k smallest |w| among active entries and regrow the k largest ``grow`` among
-    the entries that were inactive before, with k = min(round(fraction · n_active),
-    n_inactive). The number of active entries is unchanged, and a connection dropped now
-    is not regrown in the same update, so every regrown weight starts from 0."""
+def drop_and_grow(
+    m: jax.Array,
+    w: jax.Array,
+    grow: jax.Array,
+    fraction: jax.Array,
+    keep: jax.Array | None = None,
+) -> jax.Array:
+    """Drop the smallest |w| among active entries and regrow the largest ``grow`` among
+    the entries that were inactive before, leaving ``keep`` entries active (default: as
+    many as before). Besides the change in count, k = round(fraction · n_active) entries
+    turn over (fewer if the array is too small to drop and regrow k). A connection dropped
+    now is not regrown in the same update, so every regrown weight starts from 0."""
     active = jnp.sum(m)
-    k = jnp.minimum(jnp.round(fraction * active).astype(jnp.int32), m.size - active)
-    [survives] = select.drop_lowest([jnp.where(m, jnp.abs(w), jnp.inf)], k)
-    [regrown] = select.drop_lowest([jnp.where(m, -jnp.inf, grow)], m.size - k)
+    keep = active if keep is None else keep
+    k = jnp.round(fraction * active).astype(jnp.int32)
+    k = jnp.minimum(k, jnp.minimum(m.size - jnp.maximum(active, keep), jnp.minimum(active, keep)))
+    dropped = k + jnp.maximum(active - keep, 0)
+    grown = k + jnp.maximum(keep - active, 0)
+    [survives] = select.drop_lowest([jnp.where(m, jnp.abs(w), jnp.inf)], dropped)
+    [regrown] = select.drop_lowest([jnp.where(m, -jnp.inf, grow)], m.size - grown)
     return (m & survives) | regrown
 
 
-def _dynamic_sparse(
-    grow_score: GrowScore,
-    sparsity: float,
+def _grow_score(grow: str | ScoreFn, filter: tree_lib.Filter | None) -> ScoreFn:
+    if callable(grow):
+        return grow
+    if grow == "random":
+        return lambda ctx: scores.random(ctx.params, ctx.key, filter=filter)
+    if grow == "gradient":
+        return lambda ctx: scores.magnitude(ctx.grads, filter=filter)
+    raise ValueError(f"grow must be 'random', 'gradient' or a score function, got {grow!r}")
+
+
+def dynamic_sparse(
+    target: float,
     *,
-    every: int,
+    grow: Literal["random", "gradient"] | ScoreFn,
+    every: int = 100,
     end: int,
-    alpha: float,
-    distribution: Literal["erk", "uniform"],
-    filter: tree_lib.Filter | None,
+    alpha: float = 0.3,
+    distribution: Distribution = "erk",
+    filter: tree_lib.Filter | None = None,
 ) -> Pruner:
+    """Dynamic sparse training at constant sparsity ``target``, regrowing by ``grow``.
+
+    Args:
+      target: the sparsity of the selected weights, split across leaves by
+        ``distribution``: exact from initialisation on (a target changed in the state
+        is reached at the next update).
+      grow: which inactive connections to regrow: ``"random"`` (SET), ``"gradient"``
+        (largest |∂L/∂w|, RigL), or a score function ``Context -> scores`` (higher is
+        regrown first) with a score on every leaf the pruner masks.
+      every: ΔT, steps between drop-and-grow updates (the first is at step ``every``).
+      end: T_end; no update at or after it.
+      alpha: α, the initial drop fraction.
+      distribution: ``"erk"`` (Erdős–Rényi-Kernel) or ``"uniform"`` per-layer sparsity.
+      filter: which leaves to prune (default: kernels).
+
+    Returns:
+      The :class:`dynprune.pruner.Pruner`, with hyperparameters ``target`` and ``alpha``.
+
+    Raises:
+      ValueError: if ``every`` or ``end`` is below 1, or ``grow`` is not one of the above.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.ones((8, 4)), "bias": jnp.zeros(4)}}
+      >>> by_saliency = lambda ctx: dp.scores.saliency(ctx.params, ctx.grads)
+      >>> pruner = dp.algorithms.dynamic_sparse(0.75, grow=by_saliency, end=1000)
+      >>> masks = dp.masks_of(dp.prune(optax.sgd(0.1), pruner).init(params))
+      >>> (~masks["fc"]["kernel"]).sum().item()
+      24
+    """
     if every < 1 or end < 1:
         raise ValueError(f"need every >= 1 and end >= 1, got every={every!r}, end={end!r}")
+    grow_score = _grow_score(grow, filter)
+    per_leaf = distributions.erk if distribution == "erk" else distributions.uniform
 
-    def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, Any]:
+    def init(params: PyTree, hp: Hyperparams, key: jax.Array) -> tuple[PyTree, Any]:
         selected = tree_lib.select(params, filter)
-        if distribution == "erk":
-            per_leaf = distributions.erk(selected, hp["sparsity"])
-        else:
-            per_leaf = distributions.uniform(selected, hp["sparsity"])
-        return masks.sparsity(scores.random(selected, key), per_leaf), ()
+        return masks.sparsity(scores.random(selected, key), per_leaf(selected, hp["target"])), ()
 
     def update(ctx: Context) -> tuple[PyTree, Any]:
         f = drop_fraction(ctx.step.astype(jnp.float32), ctx.hyperparams["alpha"], end)
-        keys = iter(jax.random.split(ctx.key, max(len(tree_lib.scored_leaves(ctx.masks)), 1)))
 
-        def leaf(path: str, m: jax.Array, w: jax.Array) -> jax.Array:
-            return drop_and_grow(m, w, grow_score(ctx, path, next(keys)), f)
+        # The count follows the target in the state, so a target set after init (a sweep
+        # through set_hyperparams) takes effect at the next update.
+        def leaf(path: str, m: jax.Array, w: jax.Array, g: jax.Array, s: jax.Array) -> jax.Array:
+            keep = m.size - masks.count_to_drop(jnp.clip(s, 0.0, 1.0), m.size)
+            return drop_and_grow(m, w, g, f, keep)
 
-        return tree_lib.map_scored(leaf, ctx.masks, ctx.params), ctx.aux
+        sparsities = per_leaf(ctx.masks, ctx.hyperparams["target"])
+        return tree_lib.map_scored(
+            leaf, ctx.masks, ctx.params, grow_score(ctx), sparsities
+        ), ctx.aux
 
     return Pruner(
         init=init,
         should_update=lambda ctx: schedules.every(every, begin=every, end=end - 1)(ctx.step),
         update=update,
-        hyperparams={"sparsity": sparsity, "alpha": alpha},
+        hyperparams={"target": target, "alpha": alpha},
     )
 
 
 def sparse_evolutionary(
-    sparsity: float,
+    target: float,
     *,
     every: int = 100,
     end: int,
     alpha: float = 0.3,
-    distribution: Literal["erk", "uniform"] = "erk",
+    distribution: Distribution = "erk",
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """SET: drop the smallest-magnitude fraction f_t, regrow as many at random."""
+    """SET: drop the smallest-magnitude fraction f_t, regrow as many at random.
 
-    def grow(ctx: Context, path: str, key: jax.Array) -> jax.Array:
-        by_path = dict(tree_lib.scored_leaves(ctx.masks))
-        return jax.random.uniform(key, by_path[path].shape)
+    :func:`dynamic_sparse` with ``grow="random"``; the arguments are the same.
 
-    return _dynamic_sparse(
-        grow, sparsity, every=every, end=end, alpha=alpha, distribution=distribution, filter=filter
+    References:
+      Mocanu et al., "Scalable training of artificial neural networks with adaptive
+      sparse connectivity inspired by network science", Nature Communications 2018.
+
+    Examples:
+      >>> import optax, dynprune as dp
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.sparse_evolutionary(0.9, end=5000))
+    """
+    return dynamic_sparse(
+        target,
+        grow="random",
+        every=every,
+        end=end,
+        alpha=alpha,
+        distribution=distribution,
+        filter=filter,
     )
 
 
 def rigl(
-    sparsity: float,
+    target: float,
     *,
     every: int = 100,
     end: int,
     alpha: float = 0.3,
-    distribution: Literal["erk", "uniform"] = "erk",
+    distribution: Distribution = "erk",
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """RigL: drop the smallest-magnitude fraction f_t, regrow where |∂L/∂w| is largest."""
+    """RigL: drop the smallest-magnitude fraction f_t, regrow where |∂L/∂w| is largest.
 
-    def grow(ctx: Context, path: str, key: jax.Array) -> jax.Array:
-        del key
-        return jnp.abs(dict(tree_lib.scored_leaves(ctx.grads))[path])
+    :func:`dynamic_sparse` with ``grow="gradient"``; the arguments are the same.
 
-    return _dynamic_sparse(
-        grow, sparsity, every=every, end=end, alpha=alpha, distribution=distribution, filter=filter
+    References:
+      Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+
+    Examples:
+      >>> import optax, dynprune as dp
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.rigl(0.9, end=5000))
+    """
+    return dynamic_sparse(
+        target,
+        grow="gradient",
+        every=every,
+        end=end,
+        alpha=alpha,
+        distribution=distribution,
+        filter=filter,
     )

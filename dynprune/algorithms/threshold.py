@@ -30,7 +30,7 @@ def _std_of_kept(w: jax.Array, m: jax.Array) -> jax.Array:
 
 
 def threshold(
-    t: float,
+    threshold: float,
     every: int = 1,
     begin: int = 0,
     end: int | None = None,
@@ -38,7 +38,7 @@ def threshold(
     relative: bool = False,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """Drop weights with |w| <= t (or <= t·σ_l) every ``every`` steps from ``begin`` to ``end``."""
+    """Drop |w| <= ``threshold`` (or ``threshold``·σ_l) every ``every`` steps in [begin, end]."""
 
     def init(params: Any, hp: Any, key: jax.Array) -> tuple[Any, Any]:
         del hp, key
@@ -58,5 +58,5 @@ def threshold(
         init=init,
         should_update=lambda ctx: schedules.every(every, begin=begin, end=end)(ctx.step),
         update=update,
-        hyperparams={"threshold": t},
+        hyperparams={"threshold": threshold},
     )

@@ -1,0 +1,175 @@
+"""Scheduled top-k pruning: the recipe most sparsity algorithms share.
+
+At each step the cadence chooses, keep the top (1 − s_t) of a score, with s_t from a
+schedule of the pruner's hyperparameters: at once (s_t = target) or along the Zhu & Gupta
+cubic ramp from ``initial`` to ``target``. This is the jaxpruner/TF-MOT recipe: GMP,
+magnitude, random, sensitivity, SNIP, movement and lottery differ only by the score and
+the schedule they pass to :func:`scheduled`.
+
+References:
+  Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
+  compression", arXiv:1710.01878, 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from dynprune import distributions, masks, schedules
+from dynprune import tree as tree_lib
+from dynprune.pruner import Context, Hyperparams, Pruner, PyTree, Scope, ScoreFn, full_masks
+
+__all__ = ["scheduled", "target_ramp"]
+
+
+def target_ramp(
+    begin: int, end: int | None, every: int
+) -> tuple[Callable[[Hyperparams], schedules.Schedule], schedules.Cadence]:
+    """How a scheduled pruner reaches ``hyperparams["target"]``: at once, or along a ramp.
+
+    Args:
+      begin: the first update step.
+      end: ``None`` for one update at ``begin`` to the target; else the step where the
+        Zhu & Gupta cubic ramp from ``hyperparams["initial"]`` reaches the target.
+      every: steps between ramp updates; ``end`` itself is an update too, so the target
+        is reached even when ``end − begin`` is not a multiple of ``every``.
+
+    Returns:
+      ``(schedule, cadence)``: ``schedule(hyperparams)`` is the ``step -> sparsity``
+      schedule, ``cadence`` is ``step -> bool`` (update now?), as :func:`scheduled` takes.
+
+    Raises:
+      ValueError: if ``every < 1``, or ``end <= begin`` for a ramp.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> schedule, cadence = target_ramp(begin=0, end=10, every=4)
+      >>> [int(t) for t in range(12) if cadence(jnp.asarray(t))]
+      [0, 4, 8, 10]
+      >>> sparsity = schedule({"target": 0.9, "initial": 0.0})
+      >>> [round(float(sparsity(jnp.asarray(t))), 4) for t in (0, 5, 10)]
+      [0.0, 0.7875, 0.9]
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every!r}")
+    if end is None:
+        return (
+            lambda hp: schedules.constant(hp["target"]),
+            schedules.every(1, begin=begin, end=begin),
+        )
+    if end <= begin:
+        raise ValueError(f"need end > begin for a gradual ramp, got begin={begin}, end={end}")
+    periodic = schedules.every(every, begin=begin, end=end)
+    return (
+        lambda hp: schedules.polynomial(hp["target"], begin, end, initial=hp["initial"]),
+        lambda step: periodic(step) | (step == end),
+    )
+
+
+def scheduled(
+    score: ScoreFn,
+    schedule: Callable[[Hyperparams], schedules.Schedule],
+    cadence: schedules.Cadence,
+    *,
+    hyperparams: Mapping[str, float],
+    filter: tree_lib.Filter | None = None,
+    scope: Scope = "layer",
+    distribution: Literal["uniform", "erk"] = "uniform",
+    overrides: Mapping[str, float] | None = None,
+    structured: bool = False,
+    soft: bool = False,
+) -> Pruner:
+    """A pruner that, at each step chosen by ``cadence``, keeps the top (1 − s_t) of ``score``.
+
+    Args:
+      score: ``Context -> scores`` (e.g. ``lambda ctx: dp.scores.magnitude(ctx.params)``);
+        only the leaves the pruner masks are ranked.
+      schedule: ``hyperparams -> (step -> s_t)``, so the sparsity can be a traced
+        hyperparameter (see :func:`target_ramp`).
+      cadence: ``step -> bool``: recompute the masks at this step?
+      hyperparams: the numeric hyperparameters ``schedule`` reads (e.g. ``{"target": 0.9}``).
+      filter: which leaves to prune (default: kernels).
+      scope: ``"layer"``: s_t per leaf, split by ``distribution``; ``"global"``: one
+        ranking spans all leaves.
+      distribution: ``"uniform"`` or ``"erk"`` (layer scope only).
+      overrides: ``{regex: sparsity}`` for matching leaves (layer scope only).
+      structured: remove whole output neurons (kernel columns and their biases) instead
+        of single weights.
+      soft: keep dense weights and mask only the forward pass (see :class:`Pruner`).
+
+    Returns:
+      The :class:`dynprune.pruner.Pruner`.
+
+    Raises:
+      ValueError: if ``scope="global"`` is combined with a distribution or overrides.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> pruner = dp.algorithms.scheduled(
+      ...     lambda ctx: dp.scores.magnitude(ctx.params),
+      ...     lambda hp: dp.schedules.constant(hp["target"]),
+      ...     dp.schedules.every(1),
+      ...     hyperparams={"target": 0.5},
+      ... )
+      >>> params = {"fc": {"kernel": jnp.arange(1.0, 9.0).reshape(4, 2), "bias": jnp.zeros(2)}}
+      >>> tx = dp.prune(optax.sgd(0.0), pruner)
+      >>> _, state = tx.update(params, tx.init(params), params)
+      >>> dp.masks_of(state)["fc"]["kernel"].sum().item()
+      4
+    """
+    if scope == "global" and (overrides or distribution != "uniform"):
+        raise ValueError(
+            "scope='global' ranks all leaves jointly; it takes no distribution/overrides"
+        )
+
+    def init(params: PyTree, hp: Hyperparams, key: jax.Array) -> tuple[PyTree, Any]:
+        del hp, key
+        selected = tree_lib.select(params, filter)
+        if not structured:
+            return tree_lib.map_scored(lambda p, x: jnp.ones(jnp.shape(x), bool), selected), ()
+        neurons = tree_lib.map_scored(
+            lambda p, x: jnp.ones((1,) * (jnp.ndim(x) - 1) + jnp.shape(x)[-1:], bool), selected
+        )
+        return full_masks(masks.with_bias(neurons, params), params), ()
+
+    def sparsities(scores: PyTree, s: jax.Array) -> Any:
+        if scope == "global":
+            return s
+        if distribution == "erk":
+            per_leaf = distributions.erk(scores, s)
+        else:
+            per_leaf = distributions.uniform(scores, s)
+        return distributions.override(per_leaf, dict(overrides or {}))
+
+    def update(ctx: Context) -> tuple[PyTree, Any]:
+        scores = _restrict(score(ctx), ctx.masks)
+        s = schedule(ctx.hyperparams)(ctx.step)
+        if structured:
+            kernel_scores = _kernels_only(scores)
+            new = masks.structured(kernel_scores, sparsities(kernel_scores, s), scope=scope)
+            new = masks.with_bias(new, ctx.params)
+        else:
+            new = masks.sparsity(scores, sparsities(scores, s), scope=scope)
+        return full_masks(new, ctx.params), ctx.aux
+
+    return Pruner(
+        init=init,
+        should_update=lambda ctx: cadence(ctx.step),
+        update=update,
+        hyperparams=dict(hyperparams),
+        soft=soft,
+    )
+
+
+def _restrict(scores: PyTree, mask_tree: PyTree) -> PyTree:
+    """Scores only where the pruner masks (``None`` wherever the mask tree has ``None``)."""
+    return tree_lib.map_with_path(lambda path, m, s: None if m is None else s, mask_tree, scores)
+
+
+def _kernels_only(scores: PyTree) -> PyTree:
+    """Structured pruning ranks neurons by their kernels; the biases follow their columns."""
+    return tree_lib.map_scored(lambda p, x: x if jnp.ndim(x) >= 2 else None, scores)
