@@ -1,194 +1,124 @@
-"""Trains a reference model on MNIST or Fashion-MNIST, optionally pruning it, and appends a row.
+"""Trains one reference model on MNIST or Fashion-MNIST, optionally pruning it, and appends a row.
 
-Tunes on a held-out validation split of the training set, reports accuracy on the 10,000 test
-images, prints a summary table and appends a JSONL row (config, seed, run metadata, test
-accuracy/error, steps, wall time, parameter counts, FLOPs).
+A thin command line over ``dynprune.harness.experiment.run``: the arguments become a
+``RunConfig`` (data), the run's key is the hash of that data, and a run whose key is already in
+``--out`` is skipped. Validation error always (5,000 training images held out); ``--test`` adds
+test error (for final runs of settings fixed in advance).
 
 With ``--prune`` the optimizer is wrapped in ``dp.prune`` and the masks are updated inside the
-jitted step: ``gmp`` ramps to ``--sparsity`` between 10% and 70% of the run (every quarter
+jitted step: ``gmp`` ramps to ``--target`` between 10% and 70% of the run (every quarter
 epoch), ``one_shot`` prunes by magnitude at the middle of the run, ``snip`` and ``random`` at
 step 0, ``rigl`` and ``set`` train sparse from an ERK start (mask updates every 100 steps
 until 75% of the run).
 
 Example:
-  python experiments/train.py --model lenet300 --epochs 20 --prune gmp --sparsity 0.95
+  python experiments/train.py --model lenet300 --epochs 20 --prune gmp --target 0.95
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import time
+import math
 
-import jax
-import jax.numpy as jnp
-import optax
-
-import dynprune as dp
-from dynprune.harness import data, models, results, train
+from dynprune.harness import config, data, experiment, models, results
 
 log = logging.getLogger("train")
+
+PRUNERS = {
+    "gmp": {"algorithm": "gmp", "begin": 0.1, "end": 0.7, "every": {"epochs": 0.25}},
+    "one_shot": {"algorithm": "one_shot", "at": 0.5},
+    "snip": {"algorithm": "snip"},
+    "random": {"algorithm": "random"},
+    "rigl": {"algorithm": "rigl", "every": 100, "end": 0.75},
+    "set": {"algorithm": "set", "every": 100, "end": 0.75},
+}
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", choices=sorted(models.MODELS), default="lenet300")
     p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    p.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default="cosine",
-        help="learning-rate schedule over all steps",
-    )
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay")
+    p.add_argument("--epochs", type=positive, default=20)
+    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="adam")
+    p.add_argument("--lr", type=finite, default=1e-3, help="peak learning rate")
+    p.add_argument("--schedule", choices=config.SCHEDULES, default="cosine")
+    p.add_argument("--momentum", type=finite, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=finite, default=0.0, help="AdamW decay / SGD L2")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and data order")
-    p.add_argument("--prune", choices=sorted(PRUNERS), default="none", help="pruning algorithm")
-    p.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of the kernels")
-    p.add_argument(
-        "--validation", type=int, default=5000, help="training examples held out for validation"
-    )
+    p.add_argument("--prune", choices=["none", *PRUNERS], default="none", help="algorithm")
+    p.add_argument("--target", type=finite, default=0.9, help="target sparsity of the kernels")
+    p.add_argument("--validation", type=int, default=5000, help="training images held out")
+    p.add_argument("--test", action="store_true", help="also compute test error")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR)")
     p.add_argument("--out", default="experiments/results/train.jsonl", help="JSONL to append to")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
 
-def make_optimizer(args: argparse.Namespace, total_steps: int) -> optax.GradientTransformation:
-    if args.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(args.lr, total_steps)
-    else:
-        lr = optax.constant_schedule(args.lr)
-    if args.optimizer == "adam":
-        return optax.adamw(lr, weight_decay=args.weight_decay)
-    return optax.chain(
-        optax.add_decayed_weights(args.weight_decay), optax.sgd(lr, momentum=args.momentum)
+def run_config(args: argparse.Namespace) -> config.RunConfig:
+    pruner = None if args.prune == "none" else {**PRUNERS[args.prune], "target": args.target}
+    phase = config.Phase(
+        epochs=args.epochs,
+        lr=args.lr,
+        pruner=pruner,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
     )
-
-
-PRUNERS = {
-    "none": None,
-    "gmp": lambda s, steps, per_epoch: dp.algorithms.gmp(
-        s, begin=steps // 10, end=7 * steps // 10, every=max(1, per_epoch // 4)
-    ),
-    "one_shot": lambda s, steps, per_epoch: dp.algorithms.one_shot(s, at=steps // 2),
-    "snip": lambda s, steps, per_epoch: dp.algorithms.snip(s),
-    "random": lambda s, steps, per_epoch: dp.algorithms.random(s),
-    "rigl": lambda s, steps, per_epoch: dp.algorithms.rigl(s, every=100, end=3 * steps // 4),
-    "set": lambda s, steps, per_epoch: dp.algorithms.sparse_evolutionary(
-        s, every=100, end=3 * steps // 4
-    ),
-}
+    return config.RunConfig(
+        model=args.model,
+        prune=phase,
+        dataset=args.dataset,
+        validation=args.validation,
+        batch_size=args.batch_size,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
-    for name in (log.name, "dynprune"):  # third-party INFO logs (absl, jax) stay quiet
-        logging.getLogger(name).setLevel(logging.INFO)
-    config = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out", "no_progress")}
-
+    log.setLevel(logging.INFO)
+    run = run_config(args)
+    key = config.run_key(run, args.seed, test=args.test)
+    if key in results.completed_keys(args.out):
+        log.info("run %s is already in %s: skipped", key, args.out)
+        return next(r for r in results.read_jsonl(args.out) if r.get("key") == key)
     metadata = results.run_metadata()  # before training: the code and host this run starts with
-    start = time.perf_counter()
-    load = lambda split: data.load(
-        args.dataset, split, validation=args.validation, data_dir=args.data_dir
+    row = experiment.run(
+        run, args.seed, test=args.test, data_dir=args.data_dir, progress=not args.no_progress
     )
-    train_data, test_data = load("train"), load("test")
-    val_data = load("validation") if args.validation else None
-    log.info(
-        "%s: %d train, %d validation, %d test examples",
-        args.dataset,
-        len(train_data.labels),
-        0 if val_data is None else len(val_data.labels),
-        len(test_data.labels),
-    )
+    row = {"key": key, "config": config.to_dict(run), "model": args.model, **metadata, **row}
+    results.append_jsonl(args.out, row, unique=True)
+    log.info("appended run %s to %s", key, args.out)
 
-    model = models.get_model(args.model)
-    apply_fn = lambda p, x: model.apply({"params": p}, x)
-    params = model.init(jax.random.key(args.seed), jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
-    per_epoch = len(train_data.labels) // args.batch_size
-    steps = args.epochs * per_epoch
-    tx = make_optimizer(args, steps)
-    forward = None
-    if args.prune != "none":
-        tx = dp.prune(tx, PRUNERS[args.prune](args.sparsity, steps, per_epoch), seed=args.seed)
-        forward = dp.masked_params
-    state = train.init_state(params, tx)
-    if forward is not None:  # sparse-from-the-start algorithms begin with their masks applied
-        state = state._replace(params=dp.apply_masks(params, dp.masks_of(state.opt_state)))
-    eval_step = train.make_eval_step(apply_fn, forward_params=forward)
-    fitted = train.fit(
-        state,
-        train.make_train_step(apply_fn, tx, forward_params=forward),
-        train_data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        eval_step=None if val_data is None else eval_step,
-        eval_data=val_data,
-        progress=not args.no_progress,
-        on_epoch_end=lambda epoch, state, h: log.info(
-            "epoch %d: train loss %.4f%s",
-            epoch + 1,
-            h.train_loss[-1],
-            f", validation accuracy {h.eval_accuracy[-1]:.4f}" if h.eval_accuracy else "",
-        ),
-    )
-    test_accuracy, test_loss = train.evaluate(eval_step, fitted.state, test_data, args.batch_size)
-
-    final = fitted.state.params
-    masks = None
-    if forward is not None:
-        final = forward(final, fitted.state.opt_state)
-        masks = dp.masks_of(fitted.state.opt_state)
-    report = dp.summary(jax.device_get(final), masks)
-    flops = dp.stats.flops(apply_fn, final, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    row = {
-        "key": results.run_key(config),
-        "config": config,
-        "method": args.prune if args.prune != "none" else "dense",
-        "model": args.model,
-        "dataset": args.dataset,
-        "seed": args.seed,
-        **metadata,
-        "test_accuracy": test_accuracy,
-        "test_error": 1.0 - test_accuracy,
-        "test_loss": test_loss,
-        "val_accuracy": fitted.history.eval_accuracy[-1] if val_data is not None else None,
-        "history": fitted.history._asdict(),
-        "steps": int(fitted.state.step),
-        "params": report["total"]["size"],
-        "nonzeros": report["total"]["nonzeros"],
-        "sparsity": report["total"]["sparsity"],
-        "compression": report["total"]["compression"],
-        "layers": {
-            k: {f: v[f] for f in ("size", "nonzeros", "sparsity")}
-            for k, v in report["leaves"].items()
-        },
-        "flops_dense": flops["dense"],
-        "flops_effective": flops["effective"],
-        "train_time_s": fitted.seconds,
-        "wall_time_s": time.perf_counter() - start,
-    }
-    results.append_jsonl(args.out, row)
-    log.info("appended run %s to %s", row["key"], args.out)
-
-    if forward is not None:
-        print(dp.format_summary(report))
-    header = (
-        f"{'model':<12} {'dataset':<14} {'method':<9} {'epochs':>6} {'steps':>6} {'val acc':>8} "
-    )
-    header += f"{'test err':>9} {'compr.':>7} {'wall s':>8}"
-    val = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.4f}"
-    print(header)
+    print(f"{'leaf':<16} {'size':>10} {'nonzeros':>10} {'sparsity':>9}")
+    for path, leaf in row["layers"].items():
+        print(f"{path:<16} {leaf['size']:>10,} {leaf['nonzeros']:>10,} {leaf['sparsity']:>9.2%}")
+    test = f" {100 * row['test_error']:>8.2f}%" if args.test else ""
     print(
-        f"{args.model:<12} {args.dataset:<14} {row['method']:<9} {args.epochs:>6} "
-        f"{row['steps']:>6} {val:>8} {100 * row['test_error']:>8.2f}% "
-        f"{row['compression']:>6.1f}x {row['wall_time_s']:>8.1f}"
+        f"{'model':<12} {'method':<9} {'steps':>6} {'val err':>8}{' test err' if test else ''}"
+        f" {'compr.':>7} {'wall s':>7}"
+    )
+    print(
+        f"{args.model:<12} {row['method']:<9} {row['steps']:>6} {100 * row['val_error']:>7.2f}%"
+        f"{test} {row['compression']:>6.1f}x {row['wall_s']:>7.1f}"
     )
     return row
 

@@ -1,7 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -15,17 +20,17 @@
 # `experiments/results/reproductions.jsonl` (one per recipe and seed) and plots each recipe's
 # test error against its compression, next to the published point it is compared with.
 # Rows of a recipe's current configuration are the headline; rows of earlier configurations
-# (kept in the file under their own keys) are drawn faintly, so the tuning history stays in
-# view. The plots use the compression of the pruned weights alone (biases left out), the
-# convention of SNIP's "99% sparsity" and of the papers' per-layer tables; the printed summary
-# also gives the README's all-parameter figure.
+# (kept under their own keys, and in `reproductions-legacy.jsonl` for those from before
+# configurations were data) are drawn faintly, so the tuning history stays in view. The plots
+# use the compression of the pruned weights alone (biases left out), the convention of SNIP's
+# "99% sparsity" and of the papers' per-layer tables; the printed summary also gives the
+# README's all-parameter figure.
 #
 # Set `DYNPRUNE_RESULTS` to read another results file, `DYNPRUNE_FIGURES` to choose where the
 # figure is written.
 
 # %%
 import os
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -33,18 +38,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Image
 
-from dynprune.harness import results
+from dynprune.harness import recipes, results
 
 ROOT = Path.cwd() if (Path.cwd() / "experiments").is_dir() else Path.cwd().parent
 RESULTS = Path(os.environ.get("DYNPRUNE_RESULTS", ROOT / "experiments/results/reproductions.jsonl"))
-FIGURES = Path(os.environ.get("DYNPRUNE_FIGURES", ROOT / "experiments/results"))
+FIGURES = Path(os.environ.get("DYNPRUNE_FIGURES", ROOT / "experiments/results/figures"))
+RECIPES = recipes.load(ROOT / "experiments/recipes.json")
 
-sys.path.insert(0, str(ROOT / "experiments"))
-import reproduce  # noqa: E402  (the recipes: which rows are each recipe's current ones)
-
-rows = results.read_jsonl(RESULTS)
-print(f"{len(rows)} rows from {RESULTS}")
+rows = results.unique_rows(results.read_jsonl(RESULTS))
+legacy = results.read_jsonl(RESULTS.with_name("reproductions-legacy.jsonl"))
+print(f"{len(rows)} rows from {RESULTS} ({len(legacy)} legacy rows beside it)")
 
 # %% [markdown]
 # Published points, as (error %, compression): the papers' own numbers.
@@ -60,10 +65,7 @@ PUBLISHED = {
 
 
 # Each recipe's rows in its current configuration (the README table's rows).
-headline = {
-    name: reproduce.rows_of(rows, name, reproduce.recipe_config(name, recipe, quick=False))
-    for name, recipe in reproduce.RECIPES.items()
-}
+headline = {name: recipes.rows_of(rows, name, recipe) for name, recipe in RECIPES.items()}
 for name, mine in headline.items():
     if mine:
         err = 100 * np.array([r["test_error"] for r in mine])
@@ -77,12 +79,12 @@ for name, mine in headline.items():
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
-    names = [n for n, r in reproduce.RECIPES.items() if r.model == net]
+    names = [n for n, r in RECIPES.items() if r.run.model == net]
     for i, name in enumerate(names):
         color = f"C{i}"
         mine = headline[name]
         ids = {r["key"] for r in mine}
-        older = [r for r in rows if r["recipe"] == name and r["key"] not in ids]
+        older = [r for r in rows + legacy if r["recipe"] == name and r["key"] not in ids]
         for group, style in ((older, {"alpha": 0.25, "s": 14}), (mine, {"s": 26, "label": name})):
             if group:
                 ax.scatter(
@@ -110,6 +112,8 @@ for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
 fig.tight_layout()
 FIGURES.mkdir(parents=True, exist_ok=True)
 fig.savefig(FIGURES / "reproductions.png", dpi=120)
+plt.close(fig)
+Image(FIGURES / "reproductions.png")
 
 # %% [markdown]
 # ## Where the surviving weights are

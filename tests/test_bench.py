@@ -19,7 +19,7 @@ def bench():
 
 
 def test_sweep_compiles_once_and_ends_exactly_at_each_target(bench):
-    result = bench.bench_sweep(bench.SWEEP_TARGETS, steps=6, every=2, reps=1, vmapped=False)
+    result = bench.bench_sweep(bench.SWEEP_TARGETS, steps=6, every=2)
 
     assert result["compiles_across_sweep"] == 1
     assert result["sweep_step_cache_size"] == 1
@@ -30,6 +30,19 @@ def test_sweep_compiles_once_and_ends_exactly_at_each_target(bench):
         for leaf in leaves.values():
             assert leaf["mask_zeros"] == leaf["param_zeros"] == round(s * leaf["size"])
     assert result["sweep_exact"]
+
+
+def test_vmapped_program_compiles_once_and_matches_sequential_sparsities(bench):
+    k = 3
+    result = bench.bench_vmap_throughput(k, steps=4, every=2, reps=1)  # raises if they differ
+
+    assert result["sweep_compiles"] == 1
+    assert result["vmap_program_compiles"] == {"sequential/prune": 1, "vmapped/prune": 1}
+    assert result["vmap_points"] == k
+    assert result["vmap_final_sparsities"] == result["sequential_final_sparsities"]
+    assert result["vmap_final_sparsities"] == pytest.approx(result["vmap_targets"], abs=1e-4)
+    for key in ("vmap_throughput_ratio", "vmap_model_steps_per_s", "sequential_model_steps_per_s"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
 
 
 def test_selection_agrees_with_argsort_baseline(bench):
@@ -58,9 +71,8 @@ def test_quick_json_has_every_key_and_sane_values(bench, monkeypatch, capsys):
         assert math.isfinite(result[key]) and result[key] > 0, key
     assert result["compiles_across_sweep"] == 1 and result["sweep_exact"]
     assert result["sweep_final_sparsities"] == pytest.approx(list(bench.SWEEP_TARGETS), abs=1e-4)
-    for name in ("vmapped", "vmapped_batched_count"):
-        assert result[f"{name}_sweep_compiles"] == 1
-        assert result[f"{name}_final_sparsities"] == result["sweep_final_sparsities"]
+    assert result["sweep_compiles"] == 1 and result["vmap_points"] == bench.VMAP_POINTS
+    assert math.isfinite(result["vmap_throughput_ratio"]) and result["vmap_throughput_ratio"] > 0
     assert result["wrapped_updates_in_window"] == 0
     assert result["update_step_sparsity"] == pytest.approx(0.9, abs=1e-5)
     assert result["gmp_run_updates"] == 3 and result["gmp_run_final_sparsity"] == pytest.approx(0.9)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynprune.harness import results
+from dynprune.harness import config, recipes, results
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
 
@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
 def reproduce():
     spec = importlib.util.spec_from_file_location("experiments_reproduce", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
@@ -35,6 +35,7 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
     rows = results.read_jsonl(out)
     assert [r["seed"] for r in rows] == [0, 1] and last["seeds"] == 2
     for row in rows:
+        assert row["key"] == config.run_key(config.from_dict(row["config"]), row["seed"], test=True)
         assert row["compression"] == pytest.approx(row["params"] / row["nonzeros"])
         kernels = [v for k, v in row["layers"].items() if k.endswith("kernel")]
         assert row["weights_compression"] == pytest.approx(
@@ -56,27 +57,21 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
 def test_every_recipe_is_listed(reproduce, capsys):
     reproduce.main(["--list"])
     listed = capsys.readouterr().out
-    for name in [
-        "lenet300-dns",
-        "lenet300-dns-70x",
-        "lenet5-dns",
-        "lenet300-han",
-        "lenet300-gmp",
-        "lenet5-snip",
-        "lenet300-rigl",
-        "origin-example",
-    ]:
+    for name, recipe in recipes.load(reproduce.RECIPES).items():
         assert name in listed
-        assert reproduce.RECIPES[name].description in listed
+        assert recipe.description in listed
 
 
-def test_a_recipe_takes_init_masks_or_a_pruner_not_both(reproduce):
-    snip = reproduce.RECIPES["lenet5-snip"]
-    with pytest.raises(ValueError, match="init_masks"):
-        reproduce.Recipe(
-            model="lenet5",
-            prune=reproduce.Phase(epochs=1, lr=1e-3, pruner=lambda steps, per_epoch: None),
-            published="-",
-            target="-",
-            init_masks=snip.init_masks,
-        )
+def test_the_committed_rows_are_keyed_by_their_config_data():
+    """Every committed row's key is the hash of the config data it carries, and the rows of
+    each recipe's current configuration are found (the README table is built from them)."""
+    root = Path(__file__).resolve().parents[1]
+    rows = results.read_jsonl(root / "experiments/results/reproductions.jsonl")
+    for row in rows:
+        run = config.from_dict(row["config"])
+        assert row["key"] == config.run_key(run, row["seed"], test=True)
+    loaded = recipes.load(root / "experiments/recipes.json")
+    for name, recipe in loaded.items():
+        assert len(recipes.rows_of(rows, name, recipe)) == recipe.seeds, name
+    table = recipes.format_table(rows, loaded)
+    assert table == (root / "experiments/results/reproductions.md").read_text()

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from dynprune.harness import cache as cache_lib
 from dynprune.harness import png
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def _load_tfds_split(
         decoders={"image": tfds.decode.SkipDecoding()},
     )
     version = source.dataset_info.version
-    cache = _cache_dir(cache_dir) / f"{name}-{version}-{split}.npz"
+    cache = cache_lib.cache_dir(base=cache_dir) / f"{name}-{version}-{split}.npz"
     if cache.exists():
         with np.load(cache) as arrays:
             return Dataset(arrays["images"], arrays["labels"])
@@ -204,11 +205,6 @@ def _load_tfds_split(
     data = Dataset(images[..., None], np.array([row["label"] for row in rows], np.int32))
     _save_atomically(cache, data)
     return data
-
-
-def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    default = Path.home() / ".cache" / "dynprune"
-    return Path(cache_dir or os.environ.get("DYNPRUNE_CACHE_DIR") or default)
 
 
 def _save_atomically(path: Path, data: Dataset) -> None:

@@ -1,14 +1,16 @@
 """Experiment results as JSONL: one JSON object per run, appended so that a crash loses no row.
 
-A row is written with a single `os.write` on a file opened with `O_APPEND` and then fsynced, so
-earlier rows are never touched; a crash can at worst leave a torn last line, which `read_jsonl`
-skips and the next `append_jsonl` starts after. `run_key` and `completed_keys` let a sweep skip
-the runs a previous, interrupted invocation already finished.
+A row is written under an exclusive file lock, all its bytes, on a file opened with `O_APPEND`
+and then fsynced, so earlier rows are never touched and concurrent writers never interleave; a
+crash can at worst leave a torn last line, which `read_jsonl` skips and the next `append_jsonl`
+starts after. `run_key` and `completed_keys` let a sweep skip the runs a previous, interrupted
+invocation already finished.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -41,24 +43,39 @@ def dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, default=_to_json, sort_keys=True)
 
 
-def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
+def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool = False) -> bool:
     """Appends `row` as one line to the JSONL file at `path`, creating it and its parents.
 
-    If the file does not end with a newline (a torn line from an interrupted write), the row
-    starts on a new line, so it stays readable.
+    The append holds an exclusive `flock` on the file, so concurrent writers never interleave.
+    With `unique=True` the file is re-read under the lock and the row is written only if no row
+    with its `key` is there yet: whichever processes run, a key is written once. If the file
+    does not end with a newline (a torn line from an interrupted write), the row starts on a
+    new line, so it stays readable. Every byte is written, or `OSError` is raised.
+
+    Returns:
+      Whether the row was written (False: `unique` and its key was already there).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (dumps(row) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if unique and row["key"] in completed_keys(path):
+            return False
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(f"could not append a row to {path}: wrote {written} bytes")
+            view = view[written:]
         os.fsync(fd)
+        return True
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -89,6 +106,19 @@ def run_key(config: dict[str, Any]) -> str:
 def completed_keys(path: str | os.PathLike) -> set[str]:
     """Returns the `key` fields of the rows already in the JSONL file at `path`."""
     return {row["key"] for row in read_jsonl(path) if "key" in row}
+
+
+def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each `key` (rows without a key are kept), in file order."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = row.get("key")
+        if key is None or key not in seen:
+            out.append(row)
+            if key is not None:
+                seen.add(key)
+    return out
 
 
 def git_commit(repo: str | os.PathLike | None = None) -> dict[str, Any] | None:

@@ -88,18 +88,18 @@ def mean_loss(apply_fn: ApplyFn, params: Any, images: jax.Array, labels: jax.Arr
     return _loss_and_logits(apply_fn, params, images, labels)[0].mean()
 
 
-def make_train_step(
+def train_step(
     apply_fn: ApplyFn,
     tx: optax.GradientTransformation,
     *,
     forward_params: ForwardParams | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """Returns a jitted `step(state, images, labels) -> (state, metrics)`.
+    """Returns the pure (unjitted) `step(state, images, labels) -> (state, metrics)`.
 
     The loss is the mean softmax cross-entropy of `apply_fn(forward_params(params, opt_state),
     images)`; its gradient with respect to the stored params goes through
-    `tx.update(grads, opt_state, params)` and `optax.apply_updates`. The input state is donated:
-    do not use it after the call.
+    `tx.update(grads, opt_state, params)` and `optax.apply_updates`. Jit it (as
+    `make_train_step` does) or `vmap` it over a stack of states first.
 
     Args:
       apply_fn: `apply_fn(params, images) -> logits`, pure.
@@ -108,12 +108,7 @@ def make_train_step(
         sees; defaults to the identity.
 
     Returns:
-      The jitted step; `metrics` holds the batch's scalar `loss` and `accuracy`.
-
-    Examples:
-      >>> step = make_train_step(lambda p, x: x.reshape(len(x), -1) @ p, optax.sgd(0.1))
-      >>> state = init_state(jnp.zeros((784, 10)), optax.sgd(0.1))
-      >>> state, metrics = step(state, jnp.ones((8, 28, 28, 1)), jnp.zeros(8, jnp.int32))
+      The step; `metrics` holds the batch's scalar `loss` and `accuracy`.
     """
     forward_params = forward_params or _identity
 
@@ -132,7 +127,33 @@ def make_train_step(
         accuracy = (logits.argmax(-1) == labels).mean()
         return TrainState(params, opt_state, state.step + 1), {"loss": loss, "accuracy": accuracy}
 
-    return jax.jit(step, donate_argnums=0)
+    return step
+
+
+def make_train_step(
+    apply_fn: ApplyFn,
+    tx: optax.GradientTransformation,
+    *,
+    forward_params: ForwardParams | None = None,
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """Returns the jitted `step(state, images, labels) -> (state, metrics)` of `train_step`.
+
+    The input state is donated: do not use it after the call.
+
+    Args:
+      apply_fn: `apply_fn(params, images) -> logits`, pure.
+      tx: Any optax transformation (extra-args ones get no extra arguments).
+      forward_params: As in `train_step`.
+
+    Returns:
+      The jitted step; `metrics` holds the batch's scalar `loss` and `accuracy`.
+
+    Examples:
+      >>> step = make_train_step(lambda p, x: x.reshape(len(x), -1) @ p, optax.sgd(0.1))
+      >>> state = init_state(jnp.zeros((784, 10)), optax.sgd(0.1))
+      >>> state, metrics = step(state, jnp.ones((8, 28, 28, 1)), jnp.zeros(8, jnp.int32))
+    """
+    return jax.jit(train_step(apply_fn, tx, forward_params=forward_params), donate_argnums=0)
 
 
 def make_eval_step(

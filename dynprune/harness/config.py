@@ -1,0 +1,254 @@
+"""Run configurations as plain data: frozen dataclasses that round-trip through JSON.
+
+A run is described by values, never by code, so it can be hashed, diffed, swept and shown. A
+pruner is named with its arguments, ``{"algorithm": "dns", "c": {"fc1": 5.7, "default": 1.0},
+"warmup": 0.4}``, and built through :func:`dynprune.algorithms.get`. Arguments that count
+steps (:data:`dynprune.algorithms.STEP_ARGUMENTS`: ``begin``, ``end``, ``every``, …) are written
+relative to their phase, so one config serves any dataset size or batch size:
+
+- an ``int`` is a number of steps;
+- a ``float`` in [0, 1] is a fraction f of the phase's T steps: ⌊f·T⌋;
+- ``{"epochs": e}`` is ⌊e·E⌋ with E steps per epoch.
+
+A run's key is the hash of its canonical data (:func:`run_key`), so reformatting code never
+orphans a result row.
+
+Examples:
+  >>> config = RunConfig(model="lenet300", prune=Phase(epochs=20, lr=1e-3,
+  ...     pruner={"algorithm": "gmp", "target": 0.9, "begin": 0.1, "end": 0.7}))
+  >>> from_dict(to_dict(config)) == config
+  True
+  >>> pruner_arguments(config.prune.pruner, steps=8580, per_epoch=429)
+  {'target': 0.9, 'begin': 858, 'end': 6006}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from dynprune import algorithms
+from dynprune.harness import data, models, results
+
+__all__ = [
+    "MaskInit",
+    "Phase",
+    "RunConfig",
+    "from_dict",
+    "pruner_arguments",
+    "run_key",
+    "to_dict",
+]
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase: optimizer settings and, when pruning, the pruner spec.
+
+    Attributes:
+      epochs: passes over the training split (0: the pruner acts once at step 0, no training).
+      lr: peak learning rate.
+      pruner: ``{"algorithm": name, **arguments}`` for :func:`dynprune.algorithms.get`, or
+        ``None``: train densely (or, after a pruning phase, with its masks fixed).
+      optimizer: ``"adam"`` (AdamW, decoupled weight decay) or ``"sgd"`` (momentum, L2 decay
+        added to the gradient).
+      schedule: ``"cosine"`` (decay to 0 over the phase) or ``"constant"``.
+      weight_decay: AdamW's decoupled decay, or SGD's L2 coefficient.
+      momentum: SGD momentum (unused by Adam).
+      shift: augmentation: random translations of up to ``shift`` pixels (0: none).
+    """
+
+    epochs: int
+    lr: float
+    pruner: Mapping[str, Any] | None = None
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    shift: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.pruner is not None:
+            _check_pruner(self.pruner)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskInit:
+    """Masks chosen before training from several batches at the initial weights (SNIP).
+
+    Attributes:
+      target: fraction of the kernel weights to drop, ranked globally by
+        s = Σ_b |w₀ · ∂L_b/∂w| (:func:`dynprune.algorithms.snip_masks`).
+      batches: number of training batches B (the first B of epoch 0 in the run's data order).
+      batch_size: images per saliency batch.
+      shift: the augmentation of those batches (as :attr:`Phase.shift`).
+    """
+
+    target: float
+    batches: int = 1
+    batch_size: int = 128
+    shift: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run: model, data, optional dense pre-training, the pruning phase, a fine-tune.
+
+    Attributes:
+      model: a name in :data:`dynprune.harness.models.MODELS`.
+      prune: the main phase (with ``pruner=None`` and no ``init_masks``, dense training).
+      dataset: a name in :data:`dynprune.harness.data.DATASETS`.
+      validation: training examples held out as the validation split.
+      batch_size: images per training step in every phase.
+      pretrain: dense pre-training, cached per (model, data, seed, phase).
+      finetune: a phase after pruning that trains with the masks fixed.
+      init_masks: SNIP masks chosen before the prune phase (which then trains them fixed).
+      examples: if set, every split is cut to its first ``examples`` images (smoke runs).
+    """
+
+    model: str
+    prune: Phase
+    dataset: str = "mnist"
+    validation: int = 5000
+    batch_size: int = 128
+    pretrain: Phase | None = None
+    finetune: Phase | None = None
+    init_masks: MaskInit | None = None
+    examples: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.model, tuple(models.MODELS))
+        _check_choice("dataset", self.dataset, data.DATASETS)
+        if self.init_masks is not None and self.prune.pruner is not None:
+            raise ValueError(
+                "a config with init_masks trains them fixed: its prune phase takes no pruner, "
+                f"got {dict(self.prune.pruner)}"
+            )
+        if self.pretrain is not None and self.pretrain.pruner is not None:
+            raise ValueError("pretrain is dense: it takes no pruner")
+        if self.finetune is not None and self.finetune.pruner is not None:
+            raise ValueError("finetune keeps the prune phase's masks fixed: it takes no pruner")
+
+    def phases(self) -> list[tuple[str, Phase]]:
+        """``[(name, phase)]`` of the phases that exist, in the order they run."""
+        named = (("pretrain", self.pretrain), ("prune", self.prune), ("finetune", self.finetune))
+        return [(name, phase) for name, phase in named if phase is not None]
+
+    @property
+    def method(self) -> str:
+        """The pruning algorithm's name, ``"snip_masks"`` for init masks, ``"dense"`` if none."""
+        if self.init_masks is not None:
+            return "snip_masks"
+        return "dense" if self.prune.pruner is None else self.prune.pruner["algorithm"]
+
+
+_NESTED = {"prune": Phase, "pretrain": Phase, "finetune": Phase, "init_masks": MaskInit}
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as JSON-ready data (nested dicts; pruner specs as plain dicts)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """Inverse of :func:`to_dict`; unknown or missing fields raise ``ValueError`` listing the
+    valid ones."""
+    return _build(RunConfig, values, "config")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping of {cls.__name__} fields, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {unknown} in {where}; valid {cls.__name__} fields: {sorted(fields)}"
+        )
+    missing = sorted(
+        name
+        for name, f in fields.items()
+        if name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"missing field(s) {missing} in {where} ({cls.__name__})")
+    kwargs = {}
+    for name, value in values.items():
+        nested = _NESTED.get(name) if cls is RunConfig else None
+        kwargs[name] = (
+            _build(nested, value, f"{where}.{name}")
+            if nested is not None and value is not None
+            else value
+        )
+    return cls(**kwargs)
+
+
+def run_key(config: RunConfig, seed: int, *, test: bool) -> str:
+    """The key of one run: a hash of its canonical data (config, seed, whether test error is
+    computed). Equal data give equal keys in any process, on any machine."""
+    return results.run_key({"config": to_dict(config), "seed": seed, "test": test})
+
+
+def pruner_arguments(spec: Mapping[str, Any], *, steps: int, per_epoch: int) -> dict[str, Any]:
+    """The keyword arguments of ``spec``'s algorithm, step arguments resolved for a phase of
+    ``steps`` steps with ``per_epoch`` steps per epoch (see the module docstring)."""
+    arguments = {k: v for k, v in spec.items() if k != "algorithm"}
+    for name in set(arguments) & set(algorithms.STEP_ARGUMENTS):
+        arguments[name] = _steps(arguments[name], name, steps, per_epoch)
+    return arguments
+
+
+def _steps(value: Any, name: str, steps: int, per_epoch: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"pruner argument {name}={value!r}: a float is a fraction of the phase and must "
+                "be in [0, 1]; write an int for a number of steps"
+            )
+        return math.floor(value * steps)
+    if isinstance(value, Mapping) and set(value) == {"epochs"}:
+        return math.floor(value["epochs"] * per_epoch)
+    raise ValueError(
+        f"pruner argument {name}={value!r} must be an int (steps), a float in [0, 1] (fraction "
+        'of the phase) or {"epochs": e}'
+    )
+
+
+def _check_pruner(spec: Mapping[str, Any]) -> None:
+    if "algorithm" not in spec:
+        raise ValueError(f"a pruner spec names its algorithm: {{'algorithm': ...}}, got {spec}")
+    name = spec["algorithm"]
+    if name not in algorithms.names():
+        raise ValueError(f"unknown algorithm {name!r}; valid names: {algorithms.names()}")
+    valid = algorithms.arguments(name)
+    unknown = sorted(set(spec) - {"algorithm"} - set(valid))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown} for {name!r}; valid arguments: {valid}")
+
+
+def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")

@@ -1,0 +1,524 @@
+"""Run a configuration: train, prune, evaluate, and return the run's row.
+
+:func:`run_points` is the one function every script calls (``train.py``, ``reproduce.py``,
+``sweep.py``). It runs K *points* — configurations that differ only in values the pruner keeps
+in its state (a target sparsity, a threshold, DNS's rates) — with their seeds:
+
+- K = 1: one jitted train step.
+- K > 1: one jitted, ``vmap``-ped step over the stacked states of all K points. The step
+  count stays a shared, unbatched value, so the transform's ``lax.cond`` stays a conditional
+  (a batched predicate would make ``vmap`` compute the mask update on every step). With a
+  ``jax.sharding.Mesh``, the stacked axis is sharded over its devices (every host's devices
+  after ``jax.distributed.initialize()``).
+
+Steps are cached per *group* (:meth:`Programs.step`): points whose configurations are equal up
+to state values share one compiled step, so a sweep of N targets compiles it once
+(:attr:`Programs.compiles`).
+
+A row holds validation error (test error only when asked: the test set is for final runs),
+sparsity and compression (all parameters, biases included, ÷ nonzeros of w ⊙ m), per-layer
+counts, dense and effective FLOPs, per-epoch training loss, and the *mask trace*: at every
+step where the masks changed, the step, the number of kept weights, and how many were pruned
+and regrown by that update (DNS's prunes and splices, SET/RigL's drops and regrowth).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
+
+import dynprune as dp
+from dynprune.harness import cache, data, models, results, train
+from dynprune.harness.config import Phase, RunConfig, pruner_arguments, to_dict
+from dynprune.harness.optimizers import make_optimizer
+
+__all__ = ["Programs", "load_splits", "run", "run_points", "state_arguments"]
+
+log = logging.getLogger(__name__)
+
+EXAMPLE = np.zeros((1, 28, 28, 1), np.float32)  # NumPy: importing starts no backend
+EVAL_BATCH = 1000
+# Pruner arguments that only set the starting state (not the step): points differing in them
+# share a compiled step. Hyperparameters (``Pruner.hyperparams``) are found by building the
+# pruner; these are the init-only ones.
+INIT_ARGUMENTS = {"dns": ("c",)}
+
+Splits = Mapping[str, data.Dataset]
+Step = Callable[..., tuple[train.TrainState, dict[str, jax.Array]]]
+
+
+def load_splits(config: RunConfig, data_dir: str | os.PathLike | None = None) -> Splits:
+    """The train / validation / test splits of ``config`` (cut to ``config.examples``)."""
+    splits = {
+        split: data.load(config.dataset, split, validation=config.validation, data_dir=data_dir)
+        for split in data.SPLITS
+    }
+    if config.examples is not None:
+        n = config.examples
+        splits = {s: data.Dataset(d.images[:n], d.labels[:n]) for s, d in splits.items()}
+    return splits
+
+
+def state_arguments(spec: Mapping[str, Any] | None) -> set[str]:
+    """The arguments of a pruner spec that only enter the pruner's state (its hyperparameters
+    and init-only arguments such as DNS's ``c``): points differing in them compile once."""
+    if spec is None:
+        return set()
+    name = spec["algorithm"]
+    # Any phase length will do: only the names of the built pruner's hyperparameters matter.
+    arguments = pruner_arguments(spec, steps=10**6, per_epoch=10**3)
+    hyperparams = set(dp.algorithms.get(name, **arguments).hyperparams)
+    return (hyperparams | set(INIT_ARGUMENTS.get(name, ()))) & set(spec)
+
+
+def group_key(config: RunConfig) -> str:
+    """Equal for configurations that can share compiled steps (equal up to state values)."""
+    spec = config.prune.pruner
+    if spec is not None:
+        varying = state_arguments(spec)
+        spec = {k: v for k, v in spec.items() if k not in varying}
+    masks = None if config.init_masks is None else dataclasses.replace(config.init_masks, target=0)
+    same = dataclasses.replace(
+        config, prune=dataclasses.replace(config.prune, pruner=spec), init_masks=masks
+    )
+    return results.run_key(to_dict(same))
+
+
+class Programs:
+    """Compiled train and eval steps of an invocation, shared across its runs.
+
+    ``compiles["group/phase"]`` counts the traces (each one an XLA compilation) of each
+    group's train step in each phase; :attr:`max_compiles` is the largest, the number a sweep
+    reports.
+    """
+
+    def __init__(self) -> None:
+        self.compiles: collections.Counter[str] = collections.Counter()
+        self._steps: dict[tuple[Any, ...], Step] = {}
+        self._evals: dict[tuple[str, bool], Callable[..., Any]] = {}
+
+    @property
+    def max_compiles(self) -> int:
+        return max(self.compiles.values(), default=0)
+
+    def compiles_of(self, config: RunConfig) -> int:
+        """The most compilations of any phase's train step in ``config``'s group so far."""
+        prefix = f"{group_key(config)}/"
+        return max((n for g, n in self.compiles.items() if g.startswith(prefix)), default=0)
+
+    def step(
+        self, key: tuple[Any, ...], apply_fn: train.ApplyFn, tx: optax.GradientTransformation
+    ) -> Step:
+        """The jitted step of group ``key`` = (group, phase, points, devices), built from ``tx``
+        the first time; its signature is ``(state, count, images, labels)``."""
+        if key not in self._steps:
+            self._steps[key] = _jitted_step(
+                apply_fn, tx, key[2], self.compiles, f"{key[0]}/{key[1]}"
+            )
+        return self._steps[key]
+
+    def eval_step(self, model: str, apply_fn: train.ApplyFn, *, masked: bool) -> Callable[..., Any]:
+        """The jitted eval step of ``model``, through ``dp.masked_params`` if ``masked``."""
+        if (model, masked) not in self._evals:
+            forward = dp.masked_params if masked else None
+            self._evals[model, masked] = train.make_eval_step(apply_fn, forward_params=forward)
+        return self._evals[model, masked]
+
+
+def _counted(step: Step) -> Step:
+    """The step with the mask trace's counts: kept weights after it and regrown by it."""
+
+    def counted(state: train.TrainState, images: jax.Array, labels: jax.Array):
+        before = dp.tree.scored_leaves(dp.masks_of(state.opt_state))
+        state, metrics = step(state, images, labels)
+        after = dp.tree.scored_leaves(dp.masks_of(state.opt_state))
+        zero = jnp.zeros([], jnp.int32)
+        metrics["kept"] = sum((jnp.sum(m, dtype=jnp.int32) for _, m in after), zero)
+        metrics["regrown"] = sum(
+            (
+                jnp.sum(m & ~b, dtype=jnp.int32)
+                for (_, b), (_, m) in zip(before, after, strict=True)
+            ),
+            zero,
+        )
+        return state, metrics
+
+    return counted
+
+
+def _jitted_step(
+    apply_fn: train.ApplyFn,
+    tx: optax.GradientTransformation,
+    points: int,
+    compiles: collections.Counter[str],
+    group: str,
+) -> Step:
+    step = _counted(train.train_step(apply_fn, tx, forward_params=dp.masked_params))
+
+    def at_count(state: train.TrainState, count: jax.Array) -> train.TrainState:
+        opt_state = state.opt_state._replace(count=count)
+        return state._replace(opt_state=opt_state, step=count)
+
+    def program(state, count, images, labels, *, shared_batch: bool):
+        compiles[group] += 1  # runs once per trace, i.e. per compilation
+        if points == 1:
+            return step(at_count(state, count), images, labels)
+        # ``count`` is closed over unbatched: the cadence predicate and its lax.cond stay scalar.
+        batch_axis = None if shared_batch else 0
+        return jax.vmap(
+            lambda s, x, y: step(at_count(s, count), x, y), in_axes=(0, batch_axis, batch_axis)
+        )(state, images, labels)
+
+    return jax.jit(program, donate_argnums=0, static_argnames="shared_batch")
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree: Any, k: int) -> list[Any]:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(k)]
+
+
+class _Points:
+    """K runs going through the phases of one configuration group together."""
+
+    def __init__(
+        self,
+        configs: Sequence[RunConfig],
+        seeds: Sequence[int],
+        splits: Splits,
+        programs: Programs,
+        mesh: jax.sharding.Mesh | None,
+        progress: bool,
+    ):
+        self.configs, self.seeds, self.splits = list(configs), list(seeds), splits
+        self.programs, self.mesh, self.progress = programs, mesh, progress
+        self.base = configs[0]
+        self.model = models.get_model(self.base.model)
+        self.apply_fn = lambda p, x: self.model.apply({"params": p}, x)
+        self.per_epoch = len(splits["train"].labels) // self.base.batch_size
+        self.group = group_key(self.base)
+
+    def steps(self, phase: Phase) -> int:
+        return phase.epochs * self.per_epoch
+
+    def initial_params(self, seed: int) -> Any:
+        return self.model.init(jax.random.key(seed), EXAMPLE)["params"]
+
+    def pretrained(self, seed: int) -> Any:
+        """Dense pre-training of ``seed``, cached on disk (shared by every config and script)."""
+        phase = self.base.pretrain
+        key = results.run_key(
+            {
+                "model": self.base.model,
+                "dataset": self.base.dataset,
+                "validation": self.base.validation,
+                "examples": self.base.examples,
+                "batch_size": self.base.batch_size,
+                "seed": seed,
+                "phase": dataclasses.asdict(phase),
+            }
+        )
+        path = cache.cache_dir("pretrained") / f"{self.base.model}-{key}.msgpack"
+        init = self.initial_params(seed)
+        if path.exists():
+            return flax.serialization.from_bytes(init, path.read_bytes())
+        empty = dp.algorithms.fixed(jax.tree.map(lambda _: None, init))
+        [state], _ = self.fit("pretrain", phase, [init], [empty], [seed])
+        params = jax.device_get(state.params)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(flax.serialization.to_bytes(params))
+        os.replace(tmp, path)
+        return params
+
+    def fit(
+        self,
+        name: str,
+        phase: Phase,
+        params: Sequence[Any],
+        pruners: Sequence[dp.Pruner],
+        seeds: Sequence[int],
+    ) -> tuple[list[train.TrainState], dict[str, Any]]:
+        """Train every point through ``phase``; returns their states and what was recorded."""
+        steps = self.steps(phase)
+        states = []
+        for p, pruner, seed in zip(params, pruners, seeds, strict=True):
+            tx = dp.prune(make_optimizer(phase, steps), pruner, seed=seed)
+            state = train.init_state(p, tx)
+            if not pruner.soft:
+                state = state._replace(params=dp.apply_masks(p, dp.masks_of(state.opt_state)))
+            states.append(state)
+        kept = [_kept(dp.masks_of(s.opt_state)) for s in states]
+        record: dict[str, Any] = {"train_loss": [[] for _ in states], "trace": [[] for _ in states]}
+        if steps == 0:  # the pruner acts once, at step 0, on the weights as they are
+            for i, (state, pruner, seed) in enumerate(zip(states, pruners, seeds, strict=True)):
+                tx = dp.prune(make_optimizer(phase, 0), pruner, seed=seed)
+                zeros = jax.tree.map(jnp.zeros_like, state.params)
+                updates, opt_state = tx.update(zeros, state.opt_state, state.params)
+                states[i] = state._replace(
+                    params=optax.apply_updates(state.params, updates), opt_state=opt_state
+                )
+                now = _kept(dp.masks_of(opt_state))
+                if now != kept[i]:
+                    record["trace"][i].append(
+                        {"step": 0, "kept": now, "pruned": kept[i] - now, "regrown": 0}
+                    )
+            return states, record
+
+        k = len(states)
+        tx = dp.prune(make_optimizer(phase, steps), pruners[0], seed=seeds[0])
+        devices = 1 if self.mesh is None else self.mesh.size
+        step = self.programs.step((self.group, name, k, devices), self.apply_fn, tx)
+        shared = len(set(seeds)) == 1
+        state = states[0] if k == 1 else self._place(_stack(states))
+        count = 0
+        bar = tqdm(total=steps, disable=not self.progress, unit="step", desc=name, leave=False)
+        for epoch in range(phase.epochs):
+            streams = [
+                data.batches(
+                    self.splits["train"],
+                    self.base.batch_size,
+                    seed=s,
+                    epoch=epoch,
+                    shift=phase.shift,
+                )
+                for s in (seeds[:1] if shared else seeds)
+            ]
+            metrics = []
+            for batch in zip(*streams, strict=True):
+                images, labels = (
+                    batch[0]
+                    if shared
+                    else (np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]))
+                )
+                if k > 1 and not shared:
+                    images, labels = self._place((images, labels))
+                state, m = step(state, np.int32(count), images, labels, shared_batch=shared)
+                metrics.append(m)
+                count += 1
+                bar.update()
+            got = self._gather(metrics)
+            for i in range(k):
+                pick = (lambda x, i=i: x) if k == 1 else (lambda x, i=i: x[i])
+                record["train_loss"][i].append(float(np.mean([pick(m["loss"]) for m in got])))
+                for j, m in enumerate(got):
+                    now, regrown = int(pick(m["kept"])), int(pick(m["regrown"]))
+                    if now != kept[i] or regrown:
+                        record["trace"][i].append(
+                            {
+                                "step": epoch * self.per_epoch + j,
+                                "kept": now,
+                                "pruned": kept[i] + regrown - now,
+                                "regrown": regrown,
+                            }
+                        )
+                        kept[i] = now
+        bar.close()
+        return ([state] if k == 1 else _unstack(self._gather(state), k)), record
+
+    def _place(self, tree: Any) -> Any:
+        """Shard the leading (points) axis over the mesh, if there is one. Every process holds
+        the whole stack; each puts the slices of its own devices (multi-controller JAX)."""
+        if self.mesh is None:
+            return tree
+        sharding = jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec(self.mesh.axis_names[0])
+        )
+
+        def place(x: Any) -> jax.Array:
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+        return jax.tree.map(place, tree)
+
+    def _gather(self, tree: Any) -> Any:
+        """Host copies of (possibly sharded) arrays; across processes, every process gets all."""
+        if self.mesh is not None and jax.process_count() > 1:
+            return multihost_utils.process_allgather(tree, tiled=True)
+        return jax.device_get(tree)
+
+    def errors(
+        self, state: train.TrainState, prefix: str, test: bool, *, masked: bool = True
+    ) -> dict[str, float]:
+        """``{prefix}val_error`` (and ``{prefix}test_error`` if ``test``) of ``state``."""
+        eval_step = self.programs.eval_step(self.base.model, self.apply_fn, masked=masked)
+        error = lambda split: (
+            1.0 - train.evaluate(eval_step, state, self.splits[split], EVAL_BATCH)[0]
+        )
+        out = {f"{prefix}val_error": error("validation")}
+        if test:
+            out[f"{prefix}test_error"] = error("test")
+        return out
+
+    def run(self, test: bool) -> list[dict[str, Any]]:
+        base, k = self.base, len(self.configs)
+        rows: list[dict[str, Any]] = [
+            {"method": c.method, "seed": s} for c, s in zip(self.configs, self.seeds, strict=True)
+        ]
+        for row in rows:
+            row["train_loss"], row["trace"] = {}, []
+        if base.pretrain is not None:
+            by_seed = {s: self.pretrained(s) for s in dict.fromkeys(self.seeds)}
+            params = [by_seed[s] for s in self.seeds]
+            for row, p in zip(rows, params, strict=True):
+                dense = train.TrainState(p, optax.EmptyState(), jnp.zeros([], jnp.int32))
+                row.update(self.errors(dense, "dense_", test, masked=False))
+        else:
+            params = [self.initial_params(s) for s in self.seeds]
+
+        pruners = [
+            self._pruner(c, p, s) for c, p, s in zip(self.configs, params, self.seeds, strict=True)
+        ]
+        states, record = self.fit("prune", base.prune, params, pruners, self.seeds)
+        self._record(rows, "prune", record)
+        if base.finetune is not None:
+            for row, state in zip(rows, states, strict=True):
+                row.update(self.errors(state, "before_finetune_", test))
+            masks = [dp.masks_of(s.opt_state) for s in states]
+            params = [dp.masked_params(s.params, s.opt_state) for s in states]
+            fixed = [dp.algorithms.fixed(m) for m in masks]
+            states, record = self.fit("finetune", base.finetune, params, fixed, self.seeds)
+            self._record(rows, "finetune", record)
+
+        phase_steps = {name: self.steps(p) for name, p in base.phases()}
+        for row, state in zip(rows, states, strict=True):
+            state = jax.device_get(state)
+            row.update(self.errors(state, "", test))
+            row.update(_accounting(self.apply_fn, state))
+            row["steps"] = sum(phase_steps.values())
+            row["phase_steps"] = phase_steps
+            row["points_in_program"] = k
+        return rows
+
+    def _pruner(self, config: RunConfig, params: Any, seed: int) -> dp.Pruner:
+        if config.init_masks is not None:
+            return dp.algorithms.fixed(self._init_masks(config, params, seed))
+        spec = config.prune.pruner
+        if spec is None:
+            return dp.algorithms.fixed(jax.tree.map(lambda _: None, params))
+        arguments = pruner_arguments(spec, steps=self.steps(config.prune), per_epoch=self.per_epoch)
+        return dp.algorithms.get(spec["algorithm"], **arguments)
+
+    def _init_masks(self, config: RunConfig, params: Any, seed: int) -> Any:
+        init = config.init_masks
+        first = itertools.islice(
+            data.batches(
+                self.splits["train"], init.batch_size, seed=seed, epoch=0, shift=init.shift
+            ),
+            init.batches,
+        )
+        loss = lambda p, x, y: train.mean_loss(self.apply_fn, p, x, y)
+        return dp.algorithms.snip_masks(loss, params, first, init.target)
+
+    @staticmethod
+    def _record(rows: list[dict[str, Any]], phase: str, record: dict[str, Any]) -> None:
+        for i, row in enumerate(rows):
+            row["train_loss"][phase] = record["train_loss"][i]
+            row["trace"].extend({"phase": phase, **event} for event in record["trace"][i])
+
+
+def _kept(masks: Any) -> int:
+    return sum(int(np.sum(m)) for _, m in dp.tree.scored_leaves(masks))
+
+
+def _accounting(apply_fn: train.ApplyFn, state: train.TrainState) -> dict[str, Any]:
+    """Sizes, nonzeros and FLOPs of w ⊙ m."""
+    masks = dp.masks_of(state.opt_state)
+    effective = dp.masked_params(state.params, state.opt_state)
+    report = dp.summary(effective, masks)
+    compute = dp.stats.flops(apply_fn, effective, EXAMPLE)
+    return {
+        "params": report["total"]["size"],
+        "nonzeros": report["total"]["nonzeros"],
+        "sparsity": report["total"]["sparsity"],
+        "compression": report["total"]["compression"],
+        "weights_compression": report["pruned_only"]["compression"],
+        "layers": {
+            p: {k: v[k] for k in ("size", "nonzeros", "sparsity")}
+            for p, v in report["leaves"].items()
+        },
+        "flops_dense": compute["dense"],
+        "flops_effective": compute["effective"],
+    }
+
+
+def run_points(
+    configs: Sequence[RunConfig],
+    seeds: Sequence[int],
+    *,
+    test: bool = False,
+    splits: Splits | None = None,
+    programs: Programs | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run K points (configs equal up to pruner state values) with their seeds; one row each.
+
+    Args:
+      configs: K configurations with one :func:`group_key` (e.g. one method at K targets).
+      seeds: K seeds (initialisation, data order, the pruner's PRNG key).
+      test: also compute test error (for final runs of configurations fixed in advance).
+      splits: the data (default: :func:`load_splits` of the first config).
+      programs: compiled steps to share with other calls (default: new ones).
+      mesh: shard the K points over this mesh's first axis (K must divide evenly).
+      data_dir: the TFDS data directory, when ``splits`` is not given.
+      progress: show a tqdm bar over each phase's steps.
+
+    Returns:
+      K rows (JSON-ready dicts) without run metadata; see the module docstring. ``wall_s``
+      is the program's wall time ÷ K (``program_wall_s``: the whole program's).
+
+    Raises:
+      ValueError: configs of different groups, mismatched lengths, or K not divisible by the
+        mesh size.
+    """
+    if not configs or len(configs) != len(seeds):
+        raise ValueError(
+            f"need as many seeds as configs (> 0), got {len(configs)} and {len(seeds)}"
+        )
+    groups = {group_key(c) for c in configs}
+    if len(groups) != 1:
+        raise ValueError(
+            "run_points runs configs that differ only in pruner state values (e.g. target); "
+            f"got {len(groups)} groups"
+        )
+    if mesh is not None and len(configs) % mesh.size:
+        raise ValueError(f"{len(configs)} points cannot be sharded evenly over {mesh.size} devices")
+    splits = splits if splits is not None else load_splits(configs[0], data_dir)
+    programs = programs if programs is not None else Programs()
+    start = time.perf_counter()
+    rows = _Points(configs, seeds, splits, programs, mesh, progress).run(test)
+    wall = time.perf_counter() - start
+    for row in rows:
+        row.update(wall_s=wall / len(rows), program_wall_s=wall)
+    return rows
+
+
+def run(config: RunConfig, seed: int, **kwargs: Any) -> dict[str, Any]:
+    """Run one configuration for one seed; its row (:func:`run_points` with K = 1).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> config = RunConfig(model="origin_mlp", examples=512, validation=512,
+      ...     prune=Phase(epochs=1, lr=1e-3, pruner={"algorithm": "one_shot", "target": 0.5}))
+      >>> row = run(config, seed=0)  # doctest: +SKIP
+      >>> round(row["layers"]["fc1/kernel"]["sparsity"], 3)  # doctest: +SKIP
+      0.5
+    """
+    return run_points([config], [seed], **kwargs)[0]

@@ -1,0 +1,367 @@
+"""Sweeps: a grid of runs (swept fields × methods × their knob values × seeds) as data.
+
+A sweep config (JSON, e.g. ``experiments/configs/mnist-frontier.json``) holds a base
+:class:`~dynprune.harness.config.RunConfig` and *methods*: a pruner spec, the argument it
+sweeps (its *knob*: ``target`` for GMP / RigL / one-shot, ``c`` for DNS, ``threshold`` for the
+origin document's rule) and the knob's values::
+
+    {"description": "...", "seeds": 1,
+     "run": {"model": "lenet300", "prune": {"epochs": 20, "lr": 0.001}},
+     "methods": {"gmp": {"pruner": {"algorithm": "gmp", "begin": 0.1, "end": 0.7},
+                         "knob": "target", "values": [0.9, 0.95, 0.98]}}}
+
+:func:`expand` turns it, with overrides (``"prune.epochs": [5]``, ``"prune.target": [0.8,
+0.9]``, ``"method": ["gmp"]``, ``"gmp.every": [50, 100]``), into the list of :class:`Point`
+s in a fixed order; :func:`shard` takes the I-th of N disjoint slices of it. Rows are
+summarised per (method, knob value) by :func:`summarise`, printed by :func:`format_table` and
+drawn by :func:`plot`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from dynprune import algorithms
+from dynprune.harness import config as config_lib
+from dynprune.harness.config import RunConfig
+
+__all__ = [
+    "Method",
+    "Point",
+    "SweepConfig",
+    "expand",
+    "format_table",
+    "label",
+    "load",
+    "plot",
+    "shard",
+    "summarise",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method of a sweep.
+
+    Attributes:
+      pruner: the pruner spec without its knob (``{"algorithm": ..., **fixed arguments}``).
+      knob: the argument swept.
+      values: the knob's values (any JSON values: a float, a per-layer dict, …).
+    """
+
+    pruner: Mapping[str, Any]
+    knob: str
+    values: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: a base run, its methods, and how many seeds (0 … seeds − 1) each point gets.
+
+    ``published`` optionally maps a label to ``[error %, compression]`` points drawn in the
+    plot for comparison; ``out`` names the default results file (in the results directory).
+    """
+
+    run: RunConfig
+    methods: Mapping[str, Method]
+    seeds: int = 1
+    description: str = ""
+    published: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    out: str | None = None
+
+
+class Point(NamedTuple):
+    """One run of a sweep: its method, knob value, seed, configuration and swept fields."""
+
+    method: str
+    target: Any
+    seed: int
+    config: RunConfig
+    swept: dict[str, Any]
+
+
+def load(path: str | Path) -> SweepConfig:
+    """Read a sweep config from JSON; malformed configs raise ``ValueError`` naming the field."""
+    values = json.loads(Path(path).read_text())
+    valid = {f.name for f in dataclasses.fields(SweepConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {unknown}; valid fields: {sorted(valid)}")
+    methods = {}
+    for name, m in values.get("methods", {}).items():
+        extra = sorted(set(m) - {"pruner", "knob", "values"})
+        if extra or "knob" not in m or "values" not in m:
+            raise ValueError(
+                f"{path}: method {name!r} needs exactly 'pruner', 'knob' and 'values', got "
+                f"{sorted(m)}"
+            )
+        if not isinstance(m.get("pruner"), dict) or "algorithm" not in m["pruner"]:
+            raise ValueError(f"{path}: method {name!r} needs a pruner spec with an 'algorithm'")
+        methods[name] = Method(m["pruner"], m["knob"], tuple(m["values"]))
+    if not methods:
+        raise ValueError(f"{path}: a sweep needs at least one method")
+    return SweepConfig(
+        run=config_lib.from_dict(values["run"]),
+        methods=methods,
+        seeds=values.get("seeds", 1),
+        description=values.get("description", ""),
+        published=values.get("published", {}),
+        out=values.get("out"),
+    )
+
+
+def _set_field(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested config data, refusing fields the config does not have."""
+    *parents, last = dotted.split(".")
+    node = values
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise ValueError(
+                f"--set {dotted}: {'.'.join(parents[: i + 1])} is not set in this config"
+            )
+        node = node[part]
+    node[last] = value
+
+
+def expand(
+    sweep: SweepConfig,
+    overrides: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    seeds: int | None = None,
+) -> list[Point]:
+    """Every point of the sweep with ``overrides`` applied, in a fixed order.
+
+    Override keys: ``"method"`` (which methods run); ``"<field>"`` or ``"<phase>.<field>"`` of
+    the run config (``"batch_size"``, ``"prune.epochs"``); ``"prune.<argument>"`` for a pruner
+    argument of every method whose algorithm takes it (for a method's knob it replaces the
+    values swept); ``"<method>.<argument>"`` for one method. Several values sweep the field:
+    the grid is their product × methods × knob values × seeds.
+
+    Raises:
+      ValueError: an unknown method, field or argument, listing the valid ones.
+    """
+    overrides = dict(overrides or {})
+    methods = dict(sweep.methods)
+    if "method" in overrides:
+        chosen = list(overrides.pop("method"))
+        unknown = sorted(set(chosen) - set(methods))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; this sweep has {sorted(methods)}")
+        methods = {name: methods[name] for name in chosen}
+
+    run_fields = _run_fields(sweep.run)
+    per_method: dict[str, dict[str, Sequence[Any]]] = {name: {} for name in methods}
+    shared: dict[str, Sequence[Any]] = {}
+    for key, values in overrides.items():
+        head, _, rest = key.partition(".")
+        if key in run_fields:
+            shared[key] = values
+        elif head in methods and rest:
+            per_method[head][rest] = values
+        elif head == "prune" and rest:
+            takers = [n for n, m in methods.items() if _takes(m, rest)]
+            if not takers:
+                raise ValueError(
+                    f"--set {key}: no method of this sweep takes {rest!r}; fields: "
+                    f"{sorted(run_fields)}; pruner arguments: {_arguments(methods)}"
+                )
+            for name in takers:
+                per_method[name][rest] = values
+        else:
+            raise ValueError(
+                f"--set {key}: unknown field; valid: 'method', {sorted(run_fields)}, "
+                f"'prune.<argument>' with arguments {_arguments(methods)}, or '<method>.<argument>'"
+                f" with methods {sorted(methods)}"
+            )
+
+    points = []
+    n_seeds = sweep.seeds if seeds is None else seeds
+    base_values = config_lib.to_dict(sweep.run)
+    for name, method in methods.items():
+        arguments = dict(per_method[name])
+        knob_values = arguments.pop(method.knob, method.values)
+        for arg in arguments:
+            if not _takes(method, arg):
+                raise ValueError(
+                    f"--set {name}.{arg}: {method.pruner['algorithm']} takes no {arg!r}; "
+                    f"valid: {_arguments({name: method})}"
+                )
+        dims = {**shared, **{f"{name}.{k}": v for k, v in arguments.items()}}
+        for combo in itertools.product(*dims.values()):
+            chosen = dict(zip(dims, combo, strict=True))
+            values = json.loads(json.dumps(base_values))
+            pruner = dict(method.pruner)
+            for k, v in chosen.items():
+                if k in shared:
+                    _set_field(values, k, v)
+                else:
+                    pruner[k.partition(".")[2]] = v
+            base = config_lib.from_dict(values)
+            for value in knob_values:
+                spec = {**pruner, method.knob: value}
+                config = dataclasses.replace(
+                    base, prune=dataclasses.replace(base.prune, pruner=spec)
+                )
+                for seed in range(n_seeds):
+                    points.append(Point(name, value, seed, config, chosen))
+    return points
+
+
+def _run_fields(run: RunConfig) -> set[str]:
+    """Dotted names of the run config's fields that can be set (phases that exist)."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"prune", "pretrain", "finetune"}
+    fields -= {"init_masks"}
+    for name, phase in run.phases():
+        fields |= {f"{name}.{f.name}" for f in dataclasses.fields(phase) if f.name != "pruner"}
+    return fields
+
+
+def _takes(method: Method, argument: str) -> bool:
+    return argument in algorithms.arguments(method.pruner["algorithm"])
+
+
+def _arguments(methods: Mapping[str, Method]) -> list[str]:
+    return sorted(
+        {a for m in methods.values() for a in algorithms.arguments(m.pruner["algorithm"])}
+    )
+
+
+def shard(points: Sequence[Point], spec: str) -> list[Point]:
+    """The ``I``-th of ``N`` disjoint slices (``spec`` = ``"I/N"``, 0 ≤ I < N) of ``points``;
+    together the N slices are all the points, each once."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must be I/N with integers 0 <= I < N, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard must be I/N with 0 <= I < N, got {spec!r}")
+    return list(points[i::n])
+
+
+def label(value: Any) -> str:
+    """A short label of a knob value: ``0.9``; ``fc1=5.7,fc2=4.4,default=1`` for a dict."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: (kv[0] == "default", kv[0]))
+        return ",".join(f"{k}={label(v)}" for k, v in items)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+class Summary(NamedTuple):
+    """One line of the sweep table: a method at one knob value (and swept fields), over seeds."""
+
+    method: str
+    target: str
+    swept: str
+    seeds: int
+    val_error: float
+    val_error_std: float
+    test_error: float | None
+    sparsity: float
+    compression: float
+    wall_s: float
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> list[Summary]:
+    """Per (method, knob value, swept fields): means over seeds (std with ddof 0 for one seed,
+    else the sample std, ddof 1)."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = (row["method"], label(row["target"]), label(row.get("swept") or {}))
+        groups.setdefault(key, []).append(row)
+    out = []
+    for (method, target, swept), mine in groups.items():
+        val = 100 * np.array([r["val_error"] for r in mine])
+        tests = [r["test_error"] for r in mine if "test_error" in r]
+        out.append(
+            Summary(
+                method=method,
+                target=target,
+                swept="" if swept == "{}" else swept,
+                seeds=len(mine),
+                val_error=float(val.mean()),
+                val_error_std=float(val.std(ddof=1)) if len(val) > 1 else 0.0,
+                test_error=100 * float(np.mean(tests)) if len(tests) == len(mine) else None,
+                sparsity=float(np.mean([r["sparsity"] for r in mine])),
+                compression=float(np.mean([r["compression"] for r in mine])),
+                wall_s=float(np.mean([r["wall_s"] for r in mine])),
+            )
+        )
+    return sorted(out, key=lambda s: (s.method, s.swept, s.compression))
+
+
+def format_table(summaries: Sequence[Summary]) -> str:
+    """A fixed-width table of :func:`summarise`'s lines."""
+    tests = any(s.test_error is not None for s in summaries)
+    header = f"{'method':<10} {'target':<34} {'seeds':>5} {'val error %':>14} "
+    header += f"{'test err %':>10} " if tests else ""
+    header += f"{'sparsity':>9} {'compression':>11} {'wall s':>7}"
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        target = s.target if not s.swept else f"{s.target} {s.swept}"
+        line = f"{s.method:<10} {target:<34} {s.seeds:>5} "
+        line += f"{s.val_error:>7.2f} ± {s.val_error_std:<4.2f} "
+        if tests:
+            line += f"{'-' if s.test_error is None else f'{s.test_error:.2f}':>10} "
+        line += f"{s.sparsity:>9.2%} {s.compression:>10.1f}x {s.wall_s:>7.0f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot(
+    summaries: Sequence[Summary],
+    path: str | Path,
+    *,
+    title: str = "",
+    published: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """Validation error (mean ± std over seeds) against compression, one line per method;
+    published points as stars. Writes a PNG and returns its path."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    by_method: dict[tuple[str, str], list[Summary]] = {}
+    for s in summaries:
+        by_method.setdefault((s.method, s.swept), []).append(s)
+    for (method, swept), mine in sorted(by_method.items()):
+        mine = sorted(mine, key=lambda s: s.compression)
+        ax.errorbar(
+            [s.compression for s in mine],
+            [s.val_error for s in mine],
+            yerr=[s.val_error_std for s in mine],
+            marker="o",
+            capsize=3,
+            label=method if not swept else f"{method} {swept}",
+        )
+    for i, (label, (error, compression)) in enumerate((published or {}).items()):
+        ax.scatter(
+            [compression], [error], marker="*", s=150, color=f"C{7 + i}", edgecolor="k", label=label
+        )
+    if all(math.isfinite(s.compression) and s.compression > 0 for s in summaries):
+        ax.set_xscale("log")
+        times = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x")
+        ax.xaxis.set_major_formatter(times)
+        ax.xaxis.set_minor_formatter(times)
+    ax.set_xlabel("compression (all parameters ÷ nonzeros)")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
