@@ -265,28 +265,15 @@ class _Points:
             states.append(state)
         kept = [_kept(dp.masks_of(s.opt_state)) for s in states]
         record: dict[str, Any] = {"train_loss": [[] for _ in states], "trace": [[] for _ in states]}
-        if steps == 0:  # the pruner acts once, at step 0, on the weights as they are
-            for i, (state, pruner, seed) in enumerate(zip(states, pruners, seeds, strict=True)):
-                tx = dp.prune(make_optimizer(phase, 0), pruner, seed=seed)
-                zeros = jax.tree.map(jnp.zeros_like, state.params)
-                updates, opt_state = tx.update(zeros, state.opt_state, state.params)
-                states[i] = state._replace(
-                    params=optax.apply_updates(state.params, updates), opt_state=opt_state
-                )
-                now = _kept(dp.masks_of(opt_state))
-                if now != kept[i]:
-                    record["trace"][i].append(
-                        {"step": 0, "kept": now, "pruned": kept[i] - now, "regrown": 0}
-                    )
-            return states, record
+        if steps == 0:
+            return self._act_once(phase, states, pruners, seeds, kept, record), record
 
         k = len(states)
         tx = dp.prune(make_optimizer(phase, steps), pruners[0], seed=seeds[0])
         devices = 1 if self.mesh is None else self.mesh.size
         step = self.programs.step((self.group, name, k, devices), self.apply_fn, tx)
-        shared = len(set(seeds)) == 1
+        shared = len(set(seeds)) == 1  # one data order: one batch serves every point
         state = states[0] if k == 1 else self._place(_stack(states))
-        count = 0
         bar = tqdm(total=steps, disable=not self.progress, unit="step", desc=name, leave=False)
         for epoch in range(phase.epochs):
             streams = [
@@ -301,35 +288,70 @@ class _Points:
             ]
             metrics = []
             for batch in zip(*streams, strict=True):
-                images, labels = (
-                    batch[0]
-                    if shared
-                    else (np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]))
-                )
-                if k > 1 and not shared:
-                    images, labels = self._place((images, labels))
-                state, m = step(state, np.int32(count), images, labels, shared_batch=shared)
+                if shared:
+                    images, labels = batch[0]
+                else:
+                    images, labels = self._place(
+                        tuple(np.stack(xs) for xs in zip(*batch, strict=True))
+                    )
+                count = np.int32(epoch * self.per_epoch + len(metrics))
+                state, m = step(state, count, images, labels, shared_batch=shared)
                 metrics.append(m)
-                count += 1
                 bar.update()
             got = self._gather(metrics)
             for i in range(k):
-                pick = (lambda x, i=i: x) if k == 1 else (lambda x, i=i: x[i])
-                record["train_loss"][i].append(float(np.mean([pick(m["loss"]) for m in got])))
-                for j, m in enumerate(got):
-                    now, regrown = int(pick(m["kept"])), int(pick(m["regrown"]))
-                    if now != kept[i] or regrown:
-                        record["trace"][i].append(
-                            {
-                                "step": epoch * self.per_epoch + j,
-                                "kept": now,
-                                "pruned": kept[i] + regrown - now,
-                                "regrown": regrown,
-                            }
-                        )
-                        kept[i] = now
+                mine = got if k == 1 else [jax.tree.map(lambda x, i=i: x[i], m) for m in got]
+                self._record_epoch(record, i, epoch, mine, kept)
         bar.close()
         return ([state] if k == 1 else _unstack(self._gather(state), k)), record
+
+    def _act_once(
+        self,
+        phase: Phase,
+        states: list[train.TrainState],
+        pruners: Sequence[dp.Pruner],
+        seeds: Sequence[int],
+        kept: list[int],
+        record: dict[str, Any],
+    ) -> list[train.TrainState]:
+        """A phase of 0 epochs: each pruner acts once, at step 0, on the weights as they are."""
+        out = []
+        for i, (state, pruner, seed) in enumerate(zip(states, pruners, seeds, strict=True)):
+            tx = dp.prune(make_optimizer(phase, 0), pruner, seed=seed)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            updates, opt_state = tx.update(zeros, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            out.append(state._replace(params=params, opt_state=opt_state))
+            now = _kept(dp.masks_of(opt_state))
+            if now != kept[i]:
+                record["trace"][i].append(
+                    {"step": 0, "kept": now, "pruned": kept[i] - now, "regrown": 0}
+                )
+        return out
+
+    def _record_epoch(
+        self,
+        record: dict[str, Any],
+        i: int,
+        epoch: int,
+        metrics: Sequence[Mapping[str, Any]],
+        kept: list[int],
+    ) -> None:
+        """Point ``i``'s mean loss of the epoch, and a trace entry for every step of it that
+        changed its masks: pruned = kept before + regrown − kept after."""
+        record["train_loss"][i].append(float(np.mean([m["loss"] for m in metrics])))
+        for j, m in enumerate(metrics):
+            now, regrown = int(m["kept"]), int(m["regrown"])
+            if now != kept[i] or regrown:
+                record["trace"][i].append(
+                    {
+                        "step": epoch * self.per_epoch + j,
+                        "kept": now,
+                        "pruned": kept[i] + regrown - now,
+                        "regrown": regrown,
+                    }
+                )
+                kept[i] = now
 
     def _place(self, tree: Any) -> Any:
         """Shard the leading (points) axis over the mesh, if there is one. Every process holds
