@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 
 from dynprune.harness import config, data, experiment, models, results
 
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR)")
     p.add_argument("--out", default="experiments/results/train.jsonl", help="JSONL to append to")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--force", action="store_true", help="run even if --out has this run: a distinct row"
+    )
     return p.parse_args(argv)
 
 
@@ -97,16 +101,30 @@ def main(argv: list[str] | None = None) -> dict:
     log.setLevel(logging.INFO)
     run = run_config(args)
     key = config.run_key(run, args.seed, test=args.test)
-    if key in results.completed_keys(args.out):
-        log.info("run %s is already in %s: skipped", key, args.out)
+    done = results.completed_keys(args.out)
+    extra: dict = {}
+    if key in done and not args.force:
+        log.info("run %s is already in %s: skipped (--force runs it again)", key, args.out)
         return next(r for r in results.read_jsonl(args.out) if r.get("key") == key)
+    if key in done:  # a repeat is its own row, under a key of its own
+        extra["repeat_of"] = key
+        key = f"{key}-{sum(k.startswith(f'{key}-') for k in done) + 1}"
     metadata = results.run_metadata()  # before training: the code and host this run starts with
     row = experiment.run(
         run, args.seed, test=args.test, data_dir=args.data_dir, progress=not args.no_progress
     )
-    row = {"key": key, "config": config.to_dict(run), "model": args.model, **metadata, **row}
+    row = {
+        "key": key,
+        "config": config.to_dict(run),
+        "model": args.model,
+        **extra,
+        **metadata,
+        **row,
+    }
     results.append_jsonl(args.out, row, unique=True)
     log.info("appended run %s to %s", key, args.out)
+    if row["status"] == "diverged":
+        sys.exit(f"train.py: diverged at step {row['diverged_at']['step']} ({args.out}: {key})")
 
     print(f"{'leaf':<16} {'size':>10} {'nonzeros':>10} {'sparsity':>9}")
     for path, leaf in row["layers"].items():

@@ -1,5 +1,7 @@
 """Tests for dynprune.harness.data on the real TFDS MNIST / Fashion-MNIST."""
 
+import logging
+import sys
 import time
 
 import numpy as np
@@ -88,16 +90,51 @@ def test_bad_names_and_sizes(tfds_dir):
 
 
 def test_missing_dataset_explains_how_to_prepare(tmp_path, monkeypatch):
+    data_dir, cache = tmp_path / "tfds", tmp_path / "cache"
+    data_dir.mkdir()
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load("mnist", "test", data_dir=tmp_path)
+        data.load("mnist", "test", data_dir=data_dir, cache_dir=cache)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for needed in (str(tmp_path), "TFDS_DATA_DIR", "dynprune[prepare]", "download_and_prepare"):
+    for needed in (str(data_dir), "TFDS_DATA_DIR", "dynprune[prepare]", "download_and_prepare"):
         assert needed in message
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("DYNPRUNE_CACHE_DIR", str(cache))
     with pytest.raises(data.DatasetNotFoundError, match=str(tmp_path / "env")):
         data.load("fashion_mnist", "train")
-    assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
+    assert list(data_dir.iterdir()) == [] and list(cache.iterdir()) == []  # nothing downloaded
+
+
+def test_a_cached_split_loads_without_tfds_or_prepared_data(
+    tfds_dir, mnist_test, tmp_path, monkeypatch
+):
+    """The GPU machine's case: only the decoded cache, and no TFDS installed."""
+    cache = tmp_path / "cache"
+    data.load("mnist", "test", data_dir=tfds_dir, cache_dir=cache)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    loaded = data.load("mnist", "test", data_dir=tmp_path / "nothing", cache_dir=cache)
+    np.testing.assert_array_equal(loaded.images, mnist_test.images)
+    with pytest.raises(ImportError):
+        data.load("mnist", "train", data_dir=tfds_dir, cache_dir=cache)  # would need decoding
+
+
+def test_a_corrupt_cache_entry_is_named_discarded_and_rebuilt(
+    tfds_dir, mnist_test, tmp_path, caplog
+):
+    cache = tmp_path / "cache"
+    data.load("mnist", "test", data_dir=tfds_dir, cache_dir=cache)
+    (entry,) = cache.glob("mnist-*-test.npz")
+    entry.write_bytes(entry.read_bytes()[:1000])  # truncated, as by a full disk or a kill
+    with caplog.at_level(logging.WARNING):
+        loaded = data.load("mnist", "test", data_dir=tfds_dir, cache_dir=cache)
+    assert str(entry) in caplog.text and "rebuilding" in caplog.text
+    np.testing.assert_array_equal(loaded.labels, mnist_test.labels)
+    assert data.load("mnist", "test", data_dir=tfds_dir, cache_dir=cache).images.shape == (
+        10_000,
+        28,
+        28,
+        1,
+    )
 
 
 def _ids(n: int) -> data.Dataset:

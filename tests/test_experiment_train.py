@@ -1,6 +1,8 @@
 """Smoke test of experiments/train.py on real MNIST."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,15 +38,37 @@ def test_a_run_trains_evaluates_appends_a_row_and_is_not_run_twice(job, tfds_dir
 
     assert job.main([*argv, "--out", str(out), "--no-progress"]) == row
     assert len(results.read_jsonl(out)) == 1
+    forced = job.main([*argv, "--out", str(out), "--no-progress", "--force"])
+    assert forced["key"] == f"{row['key']}-1" and forced["repeat_of"] == row["key"]
+    assert [r["key"] for r in results.read_jsonl(out)] == [row["key"], forced["key"]]
+    assert forced["val_error"] == row["val_error"]  # deterministic on one machine
 
 
 @pytest.mark.parametrize(
-    "bad", [["--epochs", "0"], ["--batch-size", "0"], ["--lr", "nan"], ["--prune", "magic"]]
+    "bad",
+    [
+        ["--epochs", "0"],
+        ["--batch-size", "0"],
+        ["--lr", "nan"],
+        ["--weight-decay", "inf"],
+        ["--prune", "magic"],
+    ],
 )
 def test_bad_arguments_are_argument_errors(job, bad, capsys):
     with pytest.raises(SystemExit) as exit:
         job.parse_args(bad)
     assert exit.value.code == 2 and "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["sweep.py", "reproduce.py"])
+@pytest.mark.parametrize("bad", [["--seeds", "0"], ["--seeds", "-2"]])
+def test_other_scripts_refuse_bad_counts(script, bad):
+    path = SCRIPT.parent / script
+    first = "mnist-frontier" if script == "sweep.py" else "origin-example"
+    done = subprocess.run(
+        [sys.executable, str(path), first, *bad], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "argument --seeds: must be >= 1" in done.stderr
 
 
 def test_the_baselines_are_keyed_by_their_config_data():

@@ -3,6 +3,7 @@
 import json
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -97,3 +98,53 @@ def test_git_commit_of_repo_and_of_non_checkout(tmp_path):
     else:
         assert commit["sha"] == head.stdout.strip() and isinstance(commit["dirty"], bool)
     assert results.git_commit(tmp_path) is None
+
+
+def test_a_row_with_nan_or_inf_is_refused_naming_the_field(tmp_path):
+    with pytest.raises(ValueError, match=r"row field 'history.loss\[1\]' is not finite"):
+        results.append_jsonl(tmp_path / "r.jsonl", {"history": {"loss": [0.5, float("nan")]}})
+    with pytest.raises(ValueError, match="row field 'compression' is not finite"):
+        results.dumps({"compression": np.float32("inf")})
+    assert not (tmp_path / "r.jsonl").exists() or results.read_jsonl(tmp_path / "r.jsonl") == []
+
+
+SHORT_WRITE = """
+import resource, signal, sys
+from dynprune.harness import results
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))
+results.append_jsonl(sys.argv[1], {"key": "a", "blob": "x" * 3000})
+results.append_jsonl(sys.argv[1], {"key": "b", "blob": "y" * 3000})  # only part of it fits
+"""
+
+
+def test_a_short_write_raises_instead_of_claiming_the_row(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", SHORT_WRITE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "OSError" in done.stderr, done.stderr
+    assert [r["key"] for r in results.read_jsonl(path)] == ["a"]  # the torn row is not a row
+    results.append_jsonl(path, {"key": "c"})  # and the next append starts on a line of its own
+    assert [r["key"] for r in results.read_jsonl(path)] == ["a", "c"]
+
+
+WRITER = """
+import sys
+from dynprune.harness import results
+for i in range(40):
+    results.append_jsonl(sys.argv[1], {"key": f"k{i}", "writer": sys.argv[2]}, unique=True)
+"""
+
+
+def test_concurrent_writers_write_each_key_once(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name]) for name in "ABC"]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    rows = results.read_jsonl(path)
+    assert sorted(r["key"] for r in rows) == sorted(f"k{i}" for i in range(40))
+
+
+def test_unique_rows_keeps_the_first_of_each_key():
+    rows = [{"key": "a", "v": 1}, {"key": "b"}, {"key": "a", "v": 2}, {"no": "key"}]
+    assert results.unique_rows(rows) == [{"key": "a", "v": 1}, {"key": "b"}, {"no": "key"}]

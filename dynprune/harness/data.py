@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from dynprune.harness import cache as cache_lib
 from dynprune.harness import png
@@ -33,6 +33,7 @@ SPLITS = ("train", "validation", "test")
 # The held-out validation examples are a fixed random subset of the TFDS train split; this seed
 # fixes which ones, independently of any training seed.
 VALIDATION_SEED = 0
+DEFAULT_TFDS_DIR = "~/tensorflow_datasets"  # TFDS's own default data directory
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -183,10 +184,30 @@ def eval_batches(
 def _load_tfds_split(
     name: str, split: str, data_dir: str | os.PathLike | None, cache_dir: str | os.PathLike | None
 ) -> Dataset:
-    """Returns a whole TFDS split, from the cache if present, else decoded and cached."""
-    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR)
-    if not list(data_dir.glob(f"{name}/*/dataset_info.json")):
+    """Returns a whole TFDS split, from the cache if present, else decoded and cached.
+
+    The version is read from the prepared directory's layout (`<name>/<version>/`), so a
+    cached split loads without importing TFDS; without a prepared directory, the newest cached
+    version is used (a machine that only has the decoded cache). A cache file that cannot be
+    read is named in a warning, deleted and rebuilt.
+    """
+    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DIR).expanduser()
+    prepared = sorted(p.parent.name for p in data_dir.glob(f"{name}/*/dataset_info.json"))
+    root = cache_lib.cache_dir(base=cache_dir)
+    cached = sorted(
+        p.name[len(name) + 1 : -len(f"-{split}.npz")] for p in root.glob(f"{name}-*-{split}.npz")
+    )
+    if not prepared and not cached:
         raise DatasetNotFoundError(_not_found_message(name, data_dir))
+    version = (prepared or cached)[-1]
+    cache = root / f"{name}-{version}-{split}.npz"
+    data = _read_cache(cache)
+    if data is not None:
+        return data
+    if not prepared:
+        raise DatasetNotFoundError(_not_found_message(name, data_dir))
+    import tensorflow_datasets as tfds  # only to decode: cached splits need no TFDS
+
     source = tfds.data_source(
         name,
         split=split,
@@ -194,17 +215,26 @@ def _load_tfds_split(
         download=False,
         decoders={"image": tfds.decode.SkipDecoding()},
     )
-    version = source.dataset_info.version
-    cache = cache_lib.cache_dir(base=cache_dir) / f"{name}-{version}-{split}.npz"
-    if cache.exists():
-        with np.load(cache) as arrays:
-            return Dataset(arrays["images"], arrays["labels"])
     log.info("Decoding %s %s %s from %s; caching in %s", name, version, split, data_dir, cache)
     rows = source.__getitems__(range(len(source)))
     images = png.decode_grayscale([row["image"] for row in rows], height=28, width=28)
     data = Dataset(images[..., None], np.array([row["label"] for row in rows], np.int32))
     _save_atomically(cache, data)
     return data
+
+
+def _read_cache(path: Path) -> Dataset | None:
+    """The cached split at `path`; None if there is none, or if it cannot be read (then it is
+    named in a warning and deleted, so the caller rebuilds it)."""
+    if not path.exists():
+        return None
+    try:
+        with path.open("rb") as f, np.load(f) as arrays:
+            return Dataset(arrays["images"], arrays["labels"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("Cached split %s is unreadable (%s); deleting and rebuilding it", path, err)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _save_atomically(path: Path, data: Dataset) -> None:

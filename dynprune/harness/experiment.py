@@ -20,6 +20,10 @@ sparsity and compression (all parameters, biases included, ÷ nonzeros of w ⊙ 
 counts, dense and effective FLOPs, per-epoch training loss, and the *mask trace*: at every
 step where the masks changed, the step, the number of kept weights, and how many were pruned
 and regrown by that update (DNS's prunes and splices, SET/RigL's drops and regrowth).
+
+A run whose training loss stops being finite has ``status: "diverged"`` and
+``diverged_at: {"phase", "step"}`` (the first such step; a single run stops at the end of that
+epoch), and ``null`` for the losses that were not finite: rows are strict JSON.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import flax.serialization
 import jax
 import jax.numpy as jnp
+import msgpack
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
@@ -237,7 +242,11 @@ class _Points:
         path = cache.cache_dir("pretrained") / f"{self.base.model}-{key}.msgpack"
         init = self.initial_params(seed)
         if path.exists():
-            return flax.serialization.from_bytes(init, path.read_bytes())
+            try:
+                return flax.serialization.from_bytes(init, path.read_bytes())
+            except (ValueError, msgpack.exceptions.UnpackException) as err:
+                log.warning("Cached weights %s are unreadable (%s); retraining them", path, err)
+                path.unlink(missing_ok=True)
         empty = dp.algorithms.fixed(jax.tree.map(lambda _: None, init))
         [state], _ = self.fit("pretrain", phase, [init], [empty], [seed])
         params = jax.device_get(state.params)
@@ -264,7 +273,11 @@ class _Points:
                 state = state._replace(params=dp.apply_masks(p, dp.masks_of(state.opt_state)))
             states.append(state)
         kept = [_kept(dp.masks_of(s.opt_state)) for s in states]
-        record: dict[str, Any] = {"train_loss": [[] for _ in states], "trace": [[] for _ in states]}
+        record: dict[str, Any] = {
+            "train_loss": [[] for _ in states],
+            "trace": [[] for _ in states],
+            "diverged_at": [None for _ in states],
+        }
         if steps == 0:
             return self._act_once(phase, states, pruners, seeds, kept, record), record
 
@@ -302,6 +315,8 @@ class _Points:
             for i in range(k):
                 mine = got if k == 1 else [jax.tree.map(lambda x, i=i: x[i], m) for m in got]
                 self._record_epoch(record, i, epoch, mine, kept)
+            if all(at is not None for at in record["diverged_at"]):
+                break  # every point's loss is no longer finite: stop instead of training on
         bar.close()
         return ([state] if k == 1 else _unstack(self._gather(state), k)), record
 
@@ -337,9 +352,15 @@ class _Points:
         metrics: Sequence[Mapping[str, Any]],
         kept: list[int],
     ) -> None:
-        """Point ``i``'s mean loss of the epoch, and a trace entry for every step of it that
-        changed its masks: pruned = kept before + regrown − kept after."""
-        record["train_loss"][i].append(float(np.mean([m["loss"] for m in metrics])))
+        """Point ``i``'s mean loss of the epoch (None once it is not finite, with the first such
+        step in ``diverged_at``), and a trace entry for every step of it that changed its
+        masks: pruned = kept before + regrown − kept after."""
+        losses = np.array([m["loss"] for m in metrics], np.float64)
+        finite = np.isfinite(losses)
+        if not finite.all() and record["diverged_at"][i] is None:
+            record["diverged_at"][i] = epoch * self.per_epoch + int(np.argmin(finite))
+            log.warning("point %d diverged at step %d", i, record["diverged_at"][i])
+        record["train_loss"][i].append(float(losses.mean()) if finite.all() else None)
         for j, m in enumerate(metrics):
             now, regrown = int(m["kept"]), int(m["regrown"])
             if now != kept[i] or regrown:
@@ -393,7 +414,7 @@ class _Points:
             {"method": c.method, "seed": s} for c, s in zip(self.configs, self.seeds, strict=True)
         ]
         for row in rows:
-            row["train_loss"], row["trace"] = {}, []
+            row["status"], row["train_loss"], row["trace"] = "ok", {}, []
         if base.pretrain is not None:
             by_seed = {s: self.pretrained(s) for s in dict.fromkeys(self.seeds)}
             params = [by_seed[s] for s in self.seeds]
@@ -452,6 +473,9 @@ class _Points:
         for i, row in enumerate(rows):
             row["train_loss"][phase] = record["train_loss"][i]
             row["trace"].extend({"phase": phase, **event} for event in record["trace"][i])
+            if record["diverged_at"][i] is not None and "diverged_at" not in row:
+                row["status"] = "diverged"
+                row["diverged_at"] = {"phase": phase, "step": record["diverged_at"][i]}
 
 
 def _kept(masks: Any) -> int:
@@ -464,12 +488,13 @@ def _accounting(apply_fn: train.ApplyFn, state: train.TrainState) -> dict[str, A
     effective = dp.masked_params(state.params, state.opt_state)
     report = dp.summary(effective, masks)
     compute = dp.stats.flops(apply_fn, effective, EXAMPLE)
+    finite = lambda x: x if np.isfinite(x) else None  # no nonzeros left: compression undefined
     return {
         "params": report["total"]["size"],
         "nonzeros": report["total"]["nonzeros"],
         "sparsity": report["total"]["sparsity"],
-        "compression": report["total"]["compression"],
-        "weights_compression": report["pruned_only"]["compression"],
+        "compression": finite(report["total"]["compression"]),
+        "weights_compression": finite(report["pruned_only"]["compression"]),
         "layers": {
             p: {k: v[k] for k in ("size", "nonzeros", "sparsity")}
             for p, v in report["leaves"].items()

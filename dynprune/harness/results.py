@@ -39,8 +39,30 @@ def _to_json(value: Any) -> Any:
 
 
 def dumps(row: dict[str, Any]) -> str:
-    """Serializes a row to one line of JSON (no trailing newline), keys sorted."""
-    return json.dumps(row, default=_to_json, sort_keys=True)
+    """Serializes a row to one line of strict JSON (no trailing newline), keys sorted.
+
+    Raises:
+      ValueError: naming the field, if the row holds NaN or an infinity (not JSON).
+    """
+    try:
+        return json.dumps(row, default=_to_json, sort_keys=True, allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            f"row field {_nonfinite(row)!r} is not finite: rows are strict JSON"
+        ) from None
+
+
+def _nonfinite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity in a row (None if there is none)."""
+    if isinstance(value, dict):
+        found = (_nonfinite(v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        found = (_nonfinite(v, f"{path}[{i}]") for i, v in enumerate(value))
+    elif isinstance(value, np.generic | np.ndarray | jax.Array):
+        return _nonfinite(np.asarray(value).tolist(), path)
+    else:
+        return path if isinstance(value, float) and not np.isfinite(value) else None
+    return next((p for p in found if p is not None), None)
 
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool = False) -> bool:

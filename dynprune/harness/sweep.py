@@ -269,11 +269,12 @@ class Summary(NamedTuple):
     sparsity: float
     compression: float
     wall_s: float
+    diverged: int
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[Summary]:
-    """Per (method, knob value, swept fields): means over seeds (std with ddof 0 for one seed,
-    else the sample std, ddof 1)."""
+    """Per (method, knob value, swept fields): means over seeds (the sample std, ddof 1; 0 for
+    one seed) and how many of the seeds diverged."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         key = (row["method"], label(row["target"]), label(row.get("swept") or {}))
@@ -292,8 +293,14 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[Summary]:
                 val_error_std=float(val.std(ddof=1)) if len(val) > 1 else 0.0,
                 test_error=100 * float(np.mean(tests)) if len(tests) == len(mine) else None,
                 sparsity=float(np.mean([r["sparsity"] for r in mine])),
-                compression=float(np.mean([r["compression"] for r in mine])),
+                # None: nothing left unpruned, compression undefined
+                compression=float(
+                    np.mean(
+                        [np.inf if r["compression"] is None else r["compression"] for r in mine]
+                    )
+                ),
                 wall_s=float(np.mean([r["wall_s"] for r in mine])),
+                diverged=sum(r.get("status") == "diverged" for r in mine),
             )
         )
     return sorted(out, key=lambda s: (s.method, s.swept, s.compression))
@@ -313,7 +320,7 @@ def format_table(summaries: Sequence[Summary]) -> str:
         if tests:
             line += f"{'-' if s.test_error is None else f'{s.test_error:.2f}':>10} "
         line += f"{s.sparsity:>9.2%} {s.compression:>10.1f}x {s.wall_s:>7.0f}"
-        lines.append(line)
+        lines.append(line + (f"  ({s.diverged} diverged)" if s.diverged else ""))
     return "\n".join(lines)
 
 
