@@ -8,7 +8,17 @@ Examples:
   >>> tx = dp.prune(optax.adam(1e-3), dp.algorithms.gmp(target=0.9, begin=0, end=5000))
 """
 
-from dynprune import algorithms, distributions, masks, schedules, scores, select, stats, tree
+from dynprune import (
+    algorithms,
+    checks,
+    distributions,
+    masks,
+    schedules,
+    scores,
+    select,
+    stats,
+    tree,
+)
 from dynprune.masks import apply_masks
 from dynprune.prune_now import prune_now
 from dynprune.pruner import Context, Pruner
@@ -17,6 +27,7 @@ from dynprune.transform import (
     PruneState,
     find_state,
     hyperparams_of,
+    invalid_hyperparams,
     masked_params,
     masks_of,
     prune,
@@ -29,10 +40,12 @@ __all__ = [
     "Pruner",
     "algorithms",
     "apply_masks",
+    "checks",
     "distributions",
     "find_state",
     "format_summary",
     "hyperparams_of",
+    "invalid_hyperparams",
     "masked_params",
     "masks",
     "masks_of",

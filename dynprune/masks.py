@@ -5,19 +5,23 @@ kept), ``None`` on leaves that are not pruned. A mask may be *neuron-shaped* (ev
 but the last of size 1): it broadcasts against its kernel and removes whole neurons.
 
 Sparsities and thresholds may be Python numbers or traced arrays, so a sweep over them
-compiles once. Concrete values are validated; traced ones are clipped to [0, 1].
+compiles once. Concrete values are validated (a sparsity in [0, 1], a finite threshold;
+else an error naming the leaf); traced sparsities are clipped to [0, 1], and a traced NaN
+drops nothing.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from dynprune import select
+from dynprune import checks, select
 from dynprune import tree as tree_lib
 
 PyTree = Any
@@ -34,13 +38,13 @@ __all__ = [
 ]
 
 
-def _check_fraction(value: Any, path: str, name: str) -> jax.Array:
-    """``value`` as a float32 array; a concrete value outside [0, 1] raises ValueError."""
-    if not isinstance(value, jax.core.Tracer):
-        v = np.asarray(value, dtype=np.float64)
-        if v.shape != () or not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} for leaf {path!r} must be a number in [0, 1], got {value!r}")
-    return jnp.clip(jnp.asarray(value, jnp.float32), 0.0, 1.0)
+def _check_fraction(value: Any, path: str, name: str) -> Any:
+    """A concrete ``value`` checked to be a number in [0, 1] (ValueError/TypeError naming
+    the leaf otherwise) and returned as it is; a traced one as a float32 array."""
+    if isinstance(value, jax.core.Tracer):
+        return jnp.asarray(value, jnp.float32)
+    checks.real(f"{name} for leaf {path!r}", value, 0.0, 1.0)
+    return value
 
 
 def _check_float(path: str, score: Any) -> jax.Array:
@@ -52,9 +56,89 @@ def _check_float(path: str, score: Any) -> jax.Array:
     return score
 
 
-def count_to_drop(fraction: jax.Array, n: int) -> jax.Array:
-    """k = round(fraction · n), computed in float32 (round half to even), as int32."""
-    return jnp.round(fraction * jnp.float32(n)).astype(jnp.int32)
+def count_to_drop(fraction: Any, n: int) -> jax.Array:
+    """k = round(fraction · n), rounding half to even, exactly, as an int32 scalar.
+
+    A concrete ``fraction`` (a Python, NumPy or ``fractions.Fraction`` number, or a
+    concrete array) is used at its exact value, in integer arithmetic: k = round(s · n)
+    for every n. A traced one (inside ``jit``, where the transform's hyperparameters
+    are) is the float32 s₃₂ it holds; k = round(s₃₂ · n) is still computed exactly (the
+    product of s₃₂'s 24-bit significand and n in 32-bit integer limbs), so the only
+    difference from round(s · n) is s's own float32 rounding: |s − s₃₂| · n ≤ 2⁻²⁵ · n,
+    which changes k only when s · n lies that close to a half-integer. A traced value
+    outside [0, 1] is clipped and a traced NaN drops nothing; the transform flags both
+    in its state (:func:`dynprune.invalid_hyperparams`).
+
+    Args:
+      fraction: the fraction s to drop, in [0, 1].
+      n: the number of entries, 0 <= n < 2³¹.
+
+    Returns:
+      k as an int32 scalar array.
+
+    Raises:
+      ValueError: if ``n`` is out of range, or a concrete ``fraction`` is not a finite
+        number in [0, 1].
+
+    Examples:
+      round(0.9 · 25,557,032) = round(23,001,328.8); float32(0.9) is 0.9 − 2.4·10⁻⁸, and
+      round(float32(0.9) · 25,557,032) = round(23,001,328.19):
+
+      >>> import jax, dynprune as dp
+      >>> int(dp.masks.count_to_drop(0.9, 25_557_032))
+      23001329
+      >>> int(jax.jit(dp.masks.count_to_drop, static_argnums=1)(0.9, 25_557_032))
+      23001328
+    """
+    if not (isinstance(n, int | np.integer) and 0 <= n < 2**31):
+        raise ValueError(f"count_to_drop needs an integer 0 <= n < 2**31, got n={n!r}")
+    if not isinstance(fraction, jax.core.Tracer):
+        checks.real("fraction", fraction, 0.0, 1.0)
+        exact = fraction if isinstance(fraction, Fraction) else Fraction(float(fraction))
+        return jnp.asarray(round(exact * int(n)), jnp.int32)
+    s = jnp.clip(jnp.asarray(fraction, jnp.float32), 0.0, 1.0)
+    return jnp.where(jnp.isnan(s), 0, _round_product(s, int(n)))
+
+
+def _round_product(s: jax.Array, n: int) -> jax.Array:
+    """round(s · n), half to even, exactly, for float32 s in [0, 1] and 0 <= n < 2³¹.
+
+    s = m · 2⁻ᵗ with an integer significand m < 2²⁴ and t >= 23, so s · n = P / 2ᵗ with
+    P = m · n < 2⁵⁵: P is formed in two uint32 words from 16-bit limbs, shifted right by
+    t, and rounded by its guard bit (bit t − 1) and the sticky OR of the bits below it.
+    """
+    u32 = jnp.uint32
+    bits = lax.bitcast_convert_type(s, u32)
+    exponent = (bits >> 23) & u32(0xFF)
+    stored = bits & u32(0x7FFFFF)
+    m = jnp.where(exponent == 0, stored, stored | u32(0x800000))
+    t = jnp.where(exponent == 0, 149, 150 - exponent.astype(jnp.int32))
+    t = jnp.minimum(t, 57)  # P < 2^55: for t >= 57 the guard bit and the quotient are 0
+    m0, m1 = m & u32(0xFFFF), m >> 16
+    n0, n1 = u32(n & 0xFFFF), u32(n >> 16)
+    low_product = m0 * n0
+    middle = m0 * n1 + m1 * n0  # < 2^31 + 2^24: no overflow
+    lo = low_product + (middle << 16)
+    hi = m1 * n1 + (middle >> 16) + (lo < low_product).astype(u32)  # carry out of lo
+
+    def shift_right(j: jax.Array) -> jax.Array:
+        """floor(P / 2^j) mod 2^32, for 22 <= j <= 57."""
+        j = j.astype(u32)
+        below = (lo >> jnp.minimum(j, 31)) | (hi << jnp.clip(32 - j, 0, 31))
+        return jnp.where(j < 32, below, hi >> jnp.clip(j - 32, 0, 31))
+
+    def low_bits_nonzero(j: jax.Array) -> jax.Array:
+        """Whether P mod 2^j != 0, for 22 <= j <= 57."""
+        j = j.astype(u32)
+        lo_mask = jnp.where(j >= 32, u32(0xFFFFFFFF), (u32(1) << jnp.minimum(j, 31)) - 1)
+        hi_mask = jnp.where(j > 32, (u32(1) << jnp.clip(j - 32, 0, 31)) - 1, u32(0))
+        return ((lo & lo_mask) != 0) | ((hi & hi_mask) != 0)
+
+    quotient = shift_right(t)
+    guard = (shift_right(t - 1) & u32(1)) == 1
+    sticky = low_bits_nonzero(t - 1)
+    up = guard & (sticky | ((quotient & u32(1)) == 1))
+    return (quotient + up.astype(u32)).astype(jnp.int32)
 
 
 def threshold(scores: PyTree, t: Any) -> PyTree:
@@ -63,9 +147,20 @@ def threshold(scores: PyTree, t: Any) -> PyTree:
     The origin document's rule (prune |w| <= t). ``t`` is a scalar (traced is fine), a
     tree with one value per scored leaf, or ``{regex: t, "default": t}``. NaN scores are
     never kept.
+
+    Raises:
+      ValueError: if a concrete ``t`` is NaN or infinite (which would drop or keep every
+        entry), naming the leaf.
+      TypeError: if a concrete ``t`` is not a number.
     """
     per_leaf = tree_lib.resolve(t, scores, name="threshold")
-    return tree_lib.map_scored(lambda path, s, tv: _check_float(path, s) > tv, scores, per_leaf)
+
+    def keep(path: str, s: Any, tv: Any) -> jax.Array:
+        if not isinstance(tv, jax.core.Tracer):
+            checks.real(f"threshold for leaf {path!r}", tv)
+        return _check_float(path, s) > tv
+
+    return tree_lib.map_scored(keep, scores, per_leaf)
 
 
 def sparsity(scores: PyTree, s: Any, *, scope: Scope = "layer") -> PyTree:
@@ -186,10 +281,12 @@ def with_bias(masks: PyTree, params: PyTree) -> PyTree:
 def apply_masks(params: PyTree, masks: PyTree, *, straight_through: bool = False) -> PyTree:
     """Pruned parameters: w ⊙ m, with pruned entries exactly 0.0; ``None`` masks pass through.
 
+    Pruned entries are selected away (``where(m, w, 0)``), not multiplied, so they are
+    exactly 0.0 even where w holds NaN or ±inf (NaN · 0 would be NaN).
+
     With ``straight_through=True`` the forward value is the same but the gradient with
-    respect to w is the identity (w + stop_gradient(w ⊙ m − w)): the straight-through
-    estimator that lets pruned weights keep learning and come back (Guo et al. 2016;
-    Bengio et al. 2013).
+    respect to w is the identity: the straight-through estimator that lets pruned
+    weights keep learning and come back (Guo et al. 2016; Bengio et al. 2013).
 
     Raises:
       ValueError: if the trees do not match or a mask does not broadcast to its leaf.
@@ -204,12 +301,32 @@ def apply_masks(params: PyTree, masks: PyTree, *, straight_through: bool = False
                 f"mask for leaf {path!r} has shape {np.shape(m)}, "
                 f"which does not broadcast to the leaf's shape {np.shape(p)}"
             )
-        pruned = jnp.where(m, p, jnp.zeros((), jnp.result_type(p)))
         if straight_through:
-            return p + jax.lax.stop_gradient(pruned - p)
-        return pruned
+            return _straight_through(p, m)
+        return _select(p, m)
 
     return tree_lib.map_with_path(apply, params, masks)
+
+
+def _select(p: jax.Array, m: jax.Array) -> jax.Array:
+    return jnp.where(m, p, jnp.zeros((), jnp.result_type(p)))
+
+
+@jax.custom_jvp
+def _straight_through(p: jax.Array, m: jax.Array) -> jax.Array:
+    """``where(m, p, 0)`` whose derivative with respect to p is the identity.
+
+    A custom rule rather than p + stop_gradient(where(m, p, 0) − p), whose forward value
+    is NaN wherever p is NaN or ±inf.
+    """
+    return _select(p, m)
+
+
+@_straight_through.defjvp
+def _straight_through_jvp(primals: tuple[Any, Any], tangents: tuple[Any, Any]) -> Any:
+    p, m = primals
+    p_dot, _ = tangents
+    return _select(p, m), p_dot
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

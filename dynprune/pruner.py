@@ -56,7 +56,8 @@ class Pruner(NamedTuple):
         (``None`` masks elsewhere) and the starting masks.
       should_update: ``Context -> bool scalar``: recompute masks at this step?
       update: ``Context -> (masks, aux)``; runs under ``lax.cond`` inside jit.
-      hyperparams: numeric hyperparameters, stored in the optimizer state as float32.
+      hyperparams: numeric hyperparameters, stored in the optimizer state as float32;
+        each is checked by the rule for its name (:data:`dynprune.checks.RANGES`).
       observe: optional ``Context -> aux``, run every step (e.g. movement-score sums).
       soft: False = hard pruning (pruned weights are exactly 0.0 after every step, the
         optimizer never sees their gradients). True = soft/recoverable (dense weights

@@ -15,6 +15,20 @@ given gradients g taken at parameters w:
    them at exactly 0.0 — there is no post-update call to forget;
 5. a pruner with ``rewind`` (lottery tickets) resets the weights when masks change.
 
+NaN and ±inf: no additive update can zero a weight that holds NaN or ±inf (NaN + u and
+inf − inf are NaN), so a weight that held one when it was pruned stays so in the stored
+parameters. Everything that reads weights through the masks sees exactly 0.0 there:
+:func:`masked_params` and :func:`dynprune.apply_masks` select with ``where``, never
+multiply, so the forward pass, :func:`dynprune.summary` and the moments the transform
+resets are exact whatever the weight held. To make the stored hard-mode parameters exact
+too, apply the masks after the update:
+``dp.apply_masks(optax.apply_updates(params, updates), dp.masks_of(state))``.
+
+Hyperparameters: concrete values are checked by name (:mod:`dynprune.checks`) when the
+state is created and by :func:`set_hyperparams`; a value traced inside ``jit`` cannot
+raise, so every update ORs into the state's ``invalid`` flag whether a hyperparameter is
+out of range (:func:`invalid_hyperparams`).
+
 Steps 2 and 4 are elementwise and fuse into the optimizer's own update, so a step that
 does not update the masks costs little more than the inner optimizer's step.
 
@@ -31,6 +45,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from dynprune import checks
 from dynprune import masks as masks_lib
 from dynprune import tree as tree_lib
 from dynprune.pruner import Context, Pruner, PyTree, full_masks
@@ -39,6 +54,7 @@ __all__ = [
     "PruneState",
     "find_state",
     "hyperparams_of",
+    "invalid_hyperparams",
     "masked_params",
     "masks_of",
     "prune",
@@ -47,7 +63,18 @@ __all__ = [
 
 
 class PruneState(NamedTuple):
-    """Optimizer state of :func:`prune`: plain arrays, so it checkpoints, shards and vmaps."""
+    """Optimizer state of :func:`prune`: plain arrays, so it checkpoints, shards and vmaps.
+
+    Attributes:
+      count: steps taken (int32).
+      masks: bool masks, full leaf shapes (``None`` on unpruned leaves).
+      inner_state: the wrapped optimizer's state.
+      aux: the pruner's own state.
+      hyperparams: the pruner's numeric hyperparameters (float32).
+      key: the PRNG key the per-step keys are folded from.
+      invalid: bool; True once a hyperparameter held here was out of its range or NaN
+        (see :func:`invalid_hyperparams`).
+    """
 
     count: jax.Array
     masks: PyTree
@@ -55,6 +82,7 @@ class PruneState(NamedTuple):
     aux: Any
     hyperparams: dict[str, jax.Array]
     key: jax.Array
+    invalid: jax.Array
 
 
 def _param_like(node: Any, params_def: Any, shapes: list[tuple[int, ...]]) -> bool:
@@ -91,6 +119,10 @@ def prune(
     Returns:
       A transformation whose state is a :class:`PruneState`.
 
+    Raises:
+      TypeError, ValueError: from ``init``, if a concrete hyperparameter of ``pruner`` is
+        not a number or is out of its range (:data:`dynprune.checks.RANGES`).
+
     Examples:
       >>> import jax.numpy as jnp, optax, dynprune as dp
       >>> params = {"fc": {"kernel": jnp.arange(1.0, 9.0).reshape(4, 2), "bias": jnp.zeros(2)}}
@@ -103,6 +135,7 @@ def prune(
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params: PyTree) -> PruneState:
+        checks.hyperparams(pruner.hyperparams)
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in pruner.hyperparams.items()}
         key, init_key = jax.random.split(jax.random.PRNGKey(seed))  # key: fold_in per step
         mask_tree, aux = pruner.init(params, hp, init_key)
@@ -114,6 +147,7 @@ def prune(
             aux=aux,
             hyperparams=hp,
             key=key,
+            invalid=checks.invalid(hp),
         )
 
     def update_fn(
@@ -174,6 +208,7 @@ def prune(
             aux=aux,
             hyperparams=state.hyperparams,
             key=state.key,
+            invalid=state.invalid | checks.invalid(state.hyperparams),
         )
         return inner_updates, new_state
 
@@ -228,7 +263,35 @@ def set_hyperparams(opt_state: Any, **values: Any) -> Any:
     """A copy of ``opt_state`` with the pruner's hyperparameters replaced (e.g. ``target=0.8``).
 
     Values become float32 arrays, so the jitted step does not recompile: sweep targets by
-    changing the state, not the transformation.
+    changing the state, not the transformation. Each is checked by the rule for its
+    name (:data:`dynprune.checks.RANGES`: ``target``, ``initial`` and ``alpha`` in
+    [0, 1], ``threshold``, ``gamma`` and ``power`` >= 0, ``iter_stop`` an integer >= 0;
+    every value finite). A value traced inside ``jit`` cannot be checked here: it sets
+    the state's flag instead (:func:`invalid_hyperparams`).
+
+    Args:
+      opt_state: an optimizer state holding a :class:`PruneState`.
+      **values: new values by hyperparameter name (numbers or numeric arrays).
+
+    Returns:
+      The state with the values replaced.
+
+    Raises:
+      ValueError: if a name is not a hyperparameter of the pruner, or a value is NaN,
+        infinite or out of its range; the message names it and the value.
+      TypeError: if a value is not a number (e.g. the string ``"0.5"``, a bool), or
+        ``iter_stop`` is not an integer.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(target=0.5))
+      >>> state = dp.set_hyperparams(tx.init({"w": jnp.ones((4, 4))}), target=0.75)
+      >>> dp.hyperparams_of(state)["target"].item()
+      0.75
+      >>> dp.set_hyperparams(state, target=1.5)
+      Traceback (most recent call last):
+      ...
+      ValueError: hyperparameter 'target' must be a finite number in [0, 1], got 1.5
     """
 
     def replace(node: Any) -> Any:
@@ -239,18 +302,54 @@ def set_hyperparams(opt_state: Any, **values: Any) -> Any:
             raise ValueError(
                 f"unknown hyperparameter(s) {unknown}; this pruner has {sorted(node.hyperparams)}"
             )
-        hp = dict(node.hyperparams)
-        hp.update({k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
-        return node._replace(hyperparams=hp)
+        new = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+        return node._replace(
+            hyperparams={**node.hyperparams, **new},
+            invalid=node.invalid | checks.invalid(new),
+        )
 
     find_state(opt_state)
+    checks.hyperparams(values)
     return jax.tree.map(replace, opt_state, is_leaf=lambda n: isinstance(n, PruneState))
+
+
+def invalid_hyperparams(opt_state: Any) -> jax.Array:
+    """Whether a hyperparameter in the state has been out of its range: a NaN, an infinity,
+    or a value outside its rule (:data:`dynprune.checks.RANGES`), e.g. ``target=1.5``.
+
+    Concrete bad values raise where they are given (the pruner's factory,
+    :func:`set_hyperparams`); a value traced inside ``jit`` cannot, so each update ORs
+    this flag into the state (it stays True: masks computed from a bad value persist).
+    The masks meanwhile use the value clipped to its range (a NaN sparsity drops
+    nothing). The harness reads this flag at its next host sync (when it fetches a
+    step's metrics) and refuses to write a result row for a run where it is True.
+
+    Args:
+      opt_state: an optimizer state holding a :class:`PruneState`.
+
+    Returns:
+      A bool array: a scalar, or one flag per run for a stacked (vmapped) state.
+
+    Raises:
+      ValueError: if there is no :class:`PruneState` in ``opt_state``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(target=0.5))
+      >>> state = tx.init({"w": jnp.ones((4, 4))})
+      >>> bad = jax.jit(lambda s, t: dp.set_hyperparams(s, target=t))(state, 1.5)
+      >>> bool(dp.invalid_hyperparams(state)), bool(dp.invalid_hyperparams(bad))
+      (False, True)
+    """
+    return find_state(opt_state).invalid
 
 
 def masked_params(params: PyTree, opt_state: Any) -> PyTree:
     """Parameters as the forward pass should see them: w ⊙ m with a straight-through gradient.
 
     Needed in soft mode (dense weights are kept); harmless in hard mode (pruned weights
-    are already 0). The gradient with respect to w is dense, which RigL and DNS use.
+    are already 0). Pruned entries are exactly 0.0 whatever the weight holds, NaN and
+    ±inf included (selected, not multiplied: see :func:`dynprune.apply_masks`). The
+    gradient with respect to w is dense, which RigL and DNS use.
     """
     return masks_lib.apply_masks(params, masks_of(opt_state), straight_through=True)

@@ -65,13 +65,38 @@ def leaf_path(key_path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
+def _unique(found: list[str]) -> list[str]:
+    """``found`` after checking that no two leaves share a path."""
+    seen: set[str] = set()
+    for path in found:
+        if path in seen:
+            raise ValueError(
+                f"two leaves have the same path {path!r} (as keys {{'a': {{'b': ...}}}} and "
+                "'a/b' would), so they would share one score and mask; rename a key"
+            )
+        seen.add(path)
+    return found
+
+
 def paths(tree: PyTree) -> list[str]:
-    """Leaf paths of ``tree`` in flattening order (``None`` leaves included)."""
-    return [leaf_path(kp) for kp, _ in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_none)]
+    """Leaf paths of ``tree`` in flattening order (``None`` leaves included).
+
+    Raises:
+      ValueError: if two leaves have the same path (a key containing ``/``, such as
+        ``"a/b"`` beside ``{"a": {"b": ...}}``); the message names it.
+    """
+    return _unique(
+        [leaf_path(kp) for kp, _ in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_none)]
+    )
 
 
 def map_with_path(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
-    """``jax.tree.map`` whose ``fn(path, leaf, *rest_leaves)`` also gets the readable leaf path."""
+    """``jax.tree.map`` whose ``fn(path, leaf, *rest_leaves)`` also gets the readable leaf path.
+
+    Raises:
+      ValueError: if two leaves of ``tree`` have the same path (see :func:`paths`).
+    """
+    paths(tree)
     return jax.tree_util.tree_map_with_path(
         lambda kp, x, *r: fn(leaf_path(kp), x, *r), tree, *rest, is_leaf=is_none
     )
@@ -114,9 +139,15 @@ def map_scored(fn: Callable[..., Any], scored: PyTree, *rest: PyTree) -> PyTree:
 
 
 def scored_leaves(scored: PyTree) -> list[tuple[str, jax.Array]]:
-    """``[(path, leaf)]`` for the non-``None`` leaves of ``scored``, in flattening order."""
+    """``[(path, leaf)]`` for the non-``None`` leaves of ``scored``, in flattening order.
+
+    Raises:
+      ValueError: if two leaves have the same path (see :func:`paths`).
+    """
     flat = jax.tree_util.tree_leaves_with_path(scored, is_leaf=is_none)
-    return [(leaf_path(kp), x) for kp, x in flat if x is not None]
+    found = [(leaf_path(kp), x) for kp, x in flat if x is not None]
+    _unique([p for p, _ in found])
+    return found
 
 
 def kernels(min_ndim: int = 2) -> Filter:
@@ -173,7 +204,8 @@ def select(tree: PyTree, filter: Filter | None = None) -> PyTree:
     """Static selection: a tree with the leaf itself where ``filter`` is true, ``None`` elsewhere.
 
     Raises ``ValueError`` naming the leaf path if the filter selects a non-floating leaf
-    (integer or boolean parameters cannot be scored or masked).
+    (integer or boolean parameters cannot be scored or masked), or if two leaves have
+    the same path (see :func:`paths`).
     """
     filter = kernels() if filter is None else filter
 
@@ -214,4 +246,6 @@ def resolve(value: Any, scored: PyTree, *, name: str) -> PyTree:
 
 
 def _path_leaves(tree: PyTree) -> list[tuple[str, Any]]:
-    return [(leaf_path(kp), x) for kp, x in jax.tree_util.tree_leaves_with_path(tree)]
+    found = [(leaf_path(kp), x) for kp, x in jax.tree_util.tree_leaves_with_path(tree)]
+    _unique([p for p, _ in found])
+    return found

@@ -1,5 +1,7 @@
 """NumPy reference implementations the core is tested against (independent of dynprune.select)."""
 
+from fractions import Fraction
+
 import numpy as np
 
 
@@ -25,5 +27,7 @@ def drop_lowest(arrays: list[np.ndarray], k: int) -> list[np.ndarray]:
 
 
 def count_to_drop(s: float, n: int) -> int:
-    """round(s * n) in float32 with round-half-to-even, as dynprune.masks.count_to_drop."""
-    return int(np.round(np.float32(s) * np.float32(n)))
+    """round(s₃₂ · n), half to even, exactly, for the float32 value s₃₂ of s: the rule of
+    dynprune.masks.count_to_drop for a traced s (the transform's case: hyperparameters live
+    in the state as float32)."""
+    return round(Fraction(float(np.float32(s))) * n)

@@ -68,6 +68,19 @@ def test_relative_threshold_is_han_quality_times_std():
     np.testing.assert_array_equal(dp.masks_of(state)["fc1"]["kernel"], expected)
 
 
+def test_relative_threshold_ignores_nan_and_inf_weights_and_prunes_nan():
+    params = init_params()
+    w = np.asarray(params["fc1"]["kernel"]).copy()
+    w[0, 0], w[1, 1] = np.nan, np.inf
+    params["fc1"]["kernel"] = jnp.asarray(w)
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.threshold(0.5, relative=True))
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    expected = np.abs(w) > 0.5 * w[np.isfinite(w)].std()
+    kept = np.asarray(dp.masks_of(state)["fc1"]["kernel"])
+    assert not kept[0, 0] and 0 < (~kept).sum() < kept.size
+    np.testing.assert_array_equal(kept, expected)
+
+
 def test_sensitivity_removes_whole_neurons_with_their_biases():
     params, state, _ = masks_after(dp.algorithms.sensitivity(0.25, begin=2), 5)
     masks = dp.masks_of(state)

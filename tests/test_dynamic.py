@@ -22,6 +22,26 @@ def test_dns_thresholds_use_nonzero_magnitudes():
     np.testing.assert_allclose([float(a), float(b)], [0.9 * t, 1.1 * t], rtol=1e-6)
 
 
+def test_dns_thresholds_leave_out_nan_and_inf():
+    w = jnp.array([[0.0, -1.0, jnp.nan], [2.0, 3.0, -jnp.inf]])
+    a, b = dns_lib.layer_thresholds(w, 0.5)
+    mags = np.array([1.0, 2.0, 3.0])
+    t = mags.mean() + 0.5 * mags.std()
+    np.testing.assert_allclose([float(a), float(b)], [0.9 * t, 1.1 * t], rtol=1e-6)
+
+
+def test_dns_prunes_nan_and_inf_weights_and_the_rest_of_their_layer_as_usual():
+    # finite |W| nonzero: 0.05, 1, 1, 1 -> mean 0.7625, std 0.4115; c = 0 -> a = 0.686
+    w = jnp.array([[0.05, 1.0, jnp.nan], [1.0, 1.0, jnp.inf]])
+    params = {"fc": {"kernel": w}}
+    tx = dp.prune(optax.sgd(0.0), dp.algorithms.dns(c=0.0, gamma=0.0))
+    _, state = tx.update({"fc": {"kernel": jnp.zeros_like(w)}}, tx.init(params), params)
+    kept = np.asarray(dp.masks_of(state)["fc"]["kernel"])
+    assert kept.tolist() == [[False, True, False], [True, True, False]]
+    seen = np.asarray(dp.masked_params(params, state)["fc"]["kernel"])
+    assert seen.tolist() == [[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
+
+
 def test_dns_pruned_weight_recovers_when_it_grows_past_b():
     params = {"fc": {"kernel": jnp.array([[0.05, 1.0], [1.0, 1.0]])}}
     # |W| nonzero: mean 0.7625, std 0.4115; c = 0 -> a = 0.686, b = 0.839

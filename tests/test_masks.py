@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,14 @@ def tree_of(*shapes, seed=0, ties=False):
 
 
 sparsity_jit = jax.jit(dp.masks.sparsity, static_argnames="scope")
+
+
+def exact_count(s, n):
+    """round(s · n) of the exact value of s, half to even."""
+    return round(Fraction(float(s)) * n)
+
+
+BIG = 25_557_032  # round(0.9 · BIG) = 23,001,329; float32 arithmetic gives one less
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -55,7 +65,7 @@ def test_global_sparsity_equals_numpy_reference(ties):
 def test_exact_count_for_random_shapes_and_sparsities(shape, s, seed):
     scores = dp.scores.magnitude(tree_of(shape, seed=seed, ties=seed % 2 == 0))
     mask = np.asarray(sparsity_jit(scores, s)["l0"]["kernel"])
-    assert (~mask).sum() == reference.count_to_drop(s, mask.size)
+    assert (~mask).sum() == exact_count(np.float32(s), mask.size)  # s is traced: float32
 
 
 def test_traced_sparsity_under_jit_and_vmap():
@@ -204,3 +214,86 @@ def test_masks_on_nnx_state():
     assert (kernel == 0).sum() == 24
     nnx.update(model, pruned)
     assert (np.asarray(model.kernel[...]) == 0).sum() == 24
+
+
+def test_count_to_drop_is_exact_for_concrete_fractions_of_any_leaf_size():
+    assert int(dp.masks.count_to_drop(0.9, BIG)) == exact_count(0.9, BIG) == 23_001_329
+    rng = np.random.default_rng(0)
+    for n in [BIG, 2**24 + 1, 2**31 - 1, 1_234_567_891]:
+        for s in [*rng.random(20).tolist(), 0.0, 1.0, 0.5, 0.1, 1 / 3]:
+            assert int(dp.masks.count_to_drop(s, n)) == exact_count(s, n), (s, n)
+    # a Fraction is used exactly, and a half rounds to even
+    assert int(dp.masks.count_to_drop(Fraction(1, 2), 2**31 - 1)) == 2**30
+    assert int(dp.masks.count_to_drop(Fraction(5, 2 * 25), 25)) == 2
+    assert int(dp.masks.count_to_drop(np.float32(0.9), BIG)) == exact_count(np.float32(0.9), BIG)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "0.5", True])
+def test_count_to_drop_refuses_a_bad_concrete_fraction(bad):
+    with pytest.raises((ValueError, TypeError), match="fraction"):
+        dp.masks.count_to_drop(bad, 10)
+    with pytest.raises(ValueError, match="n=-1"):
+        dp.masks.count_to_drop(0.5, -1)
+
+
+def test_traced_count_is_exact_for_the_float32_value():
+    rng = np.random.default_rng(1)
+    special = [0.0, 1.0, 0.5, 0.9, 0.1, 2.0**-24, 1 - 2.0**-24, 1e-30, 0.3]
+    s32 = np.concatenate([rng.random(500), special]).astype(np.float32)
+    count = jax.jit(jax.vmap(dp.masks.count_to_drop, in_axes=(0, None)), static_argnums=1)
+    for n in [0, 1, 7, 640, 2**24 + 1, BIG, 1_234_567_891, 2**31 - 1]:
+        got = np.asarray(count(jnp.asarray(s32), n))
+        expected = [exact_count(float(s), n) for s in s32]
+        np.testing.assert_array_equal(got, expected, err_msg=f"n={n}")
+    # halves round to even: s = (2j + 1) / 2n is exact in float32 for n a power of two
+    n = 2**20
+    halves = np.array([(2 * j + 1) / (2 * n) for j in range(64)], np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(count(jnp.asarray(halves), n)), 2 * ((np.arange(64) + 1) // 2)
+    )
+    # out of [0, 1] is clipped, NaN drops nothing (the transform flags both)
+    edge = jnp.array([-0.5, 1.5, jnp.nan, jnp.inf], jnp.float32)
+    assert np.asarray(count(edge, 10)).tolist() == [0, 10, 0, 10]
+
+
+def test_sparsity_on_a_25m_leaf_drops_exactly_round_s_n():
+    scores = {"w": jnp.arange(BIG, dtype=jnp.float32)}
+    mask = sparsity_jit(scores, 0.9)  # traced: exact for float32(0.9)
+    assert int(jnp.sum(~mask["w"])) == exact_count(np.float32(0.9), BIG) == 23_001_328
+    mask = jax.jit(lambda s: dp.masks.sparsity(s, 0.9))(scores)  # concrete: exact for 0.9
+    assert int(jnp.sum(~mask["w"])) == 23_001_329
+
+
+@pytest.mark.parametrize("bad", ["0.5", True])
+def test_a_sparsity_that_is_not_a_number_names_the_leaf(bad):
+    with pytest.raises(TypeError, match=r"'l0/kernel'"):
+        dp.masks.sparsity(dp.scores.magnitude(tree_of((4, 4))), bad)
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_pruned_nan_and_inf_weights_are_exactly_zero(straight_through):
+    w = jnp.array([[jnp.nan, jnp.inf, -jnp.inf, 2.0], [jnp.nan, 1.0, -jnp.inf, 3.0]])
+    m = jnp.array([[False, False, False, True], [True, True, True, True]])
+    out = dp.apply_masks({"w": w}, {"w": m}, straight_through=straight_through)["w"]
+    out = np.asarray(out)
+    assert (out[~np.asarray(m)] == 0.0).all()
+    assert not np.signbit(out[~np.asarray(m)]).any()
+    np.testing.assert_array_equal(out[1], np.asarray(w)[1])
+
+    def loss(w):
+        masked = dp.apply_masks({"w": w}, {"w": m}, straight_through=straight_through)["w"]
+        return jnp.sum(jnp.where(jnp.isfinite(masked), masked, 0.0) * 2.0)
+
+    grad = np.asarray(jax.grad(loss)(w))
+    kept_finite = np.asarray(m & jnp.isfinite(w))
+    expected = np.where(kept_finite | (straight_through & ~np.asarray(m)), 2.0, 0.0)
+    np.testing.assert_array_equal(grad, expected)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.1"])
+def test_a_concrete_threshold_must_be_a_finite_number(bad):
+    scores = dp.scores.magnitude(tree_of((4, 4)))
+    with pytest.raises((ValueError, TypeError), match=r"'l0/kernel'"):
+        dp.masks.threshold(scores, bad)
+    with pytest.raises((ValueError, TypeError), match=r"'l0/kernel'"):
+        dp.prune_now(tree_of((4, 4)), threshold=bad)

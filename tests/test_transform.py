@@ -71,6 +71,24 @@ def test_pruned_weights_stay_exactly_zero_over_many_adam_steps():
     assert step._cache_size() == 1
 
 
+def test_pruned_nan_and_inf_weights_are_exactly_zero_where_weights_are_read():
+    params = init_params()
+    kernel = params["fc1"]["kernel"]
+    params["fc1"]["kernel"] = kernel.at[0, 0].set(jnp.nan).at[0, 1].set(jnp.inf)
+    masks = jax.tree.map(lambda _: None, params)
+    masks["fc1"]["kernel"] = jnp.ones(kernel.shape, bool).at[0, :2].set(False)
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.fixed(masks))
+    params, state, _ = run(tx, 3, params=params, forward=dp.masked_params)
+    seen = dp.masked_params(params, state)
+    assert np.asarray(seen["fc1"]["kernel"])[0, :2].tolist() == [0.0, 0.0]
+    assert np.isfinite(float(loss_fn(seen, X, Y)))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(seen))
+    # the stored weights cannot be zeroed by an update (NaN + u is NaN): masking after
+    # the update, as the module docstring says, makes them exact too
+    stored = dp.apply_masks(params, dp.masks_of(state))
+    assert np.asarray(stored["fc1"]["kernel"])[0, :2].tolist() == [0.0, 0.0]
+
+
 def test_inner_adam_moments_of_pruned_weights_are_zero():
     tx = dp.prune(optax.adam(1e-2), dp.algorithms.gmp(0.7, begin=5, end=25, every=5))
     _, state, _ = run(tx, 40)

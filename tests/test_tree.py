@@ -1,7 +1,9 @@
 import jax.numpy as jnp
+import optax
 import pytest
 from flax import nnx
 
+import dynprune as dp
 from dynprune import tree
 
 
@@ -94,3 +96,28 @@ def test_resolve_per_leaf_overrides_first_match_wins():
     assert resolved["conv1"]["kernel"] == 0.0
     assert resolved["fc2"]["kernel"] == 0.5
     assert resolved["fc1"]["bias"] is None
+
+
+def colliding():
+    return {"a": {"b": jnp.ones((2, 2))}, "a/b": jnp.zeros((2, 2))}
+
+
+def test_two_leaves_with_one_path_are_refused_with_the_path():
+    params = colliding()
+    for use in [
+        tree.paths,
+        tree.select,
+        tree.scored_leaves,
+        lambda t: tree.map_with_path(lambda p, x: x, t),
+        lambda t: tree.check_same_structure(t, t),
+        lambda t: tree.exclude_first_last(t),
+    ]:
+        with pytest.raises(ValueError, match="same path 'a/b'"):
+            use(params)
+
+
+def test_prune_refuses_a_tree_whose_paths_collide():
+    with pytest.raises(ValueError, match="same path 'a/b'"):
+        dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(0.5)).init(colliding())
+    with pytest.raises(ValueError, match="same path 'a/b'"):
+        dp.masks.sparsity(colliding(), 0.5)

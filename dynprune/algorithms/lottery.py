@@ -19,8 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dynprune import checks, schedules, scores
 from dynprune import masks as masks_lib
-from dynprune import schedules, scores
 from dynprune import tree as tree_lib
 from dynprune.algorithms.scheduled import scheduled
 from dynprune.pruner import Context, Pruner, PyTree, Scope
@@ -41,10 +41,11 @@ def lottery(
     scored, pruned and rewound (that step's gradient is discarded), and the next phase
     trains from the rewound ticket.
     """
-    if rounds < 1 or period < 1 or not 0 <= rewind_step < period:
+    rounds = checks.steps("rounds", rounds, minimum=1)
+    period = checks.steps("period", period, minimum=1)
+    if checks.steps("rewind_step", rewind_step) >= period:
         raise ValueError(
-            f"need rounds >= 1, period >= 1 and 0 <= rewind_step < period; got "
-            f"rounds={rounds!r}, period={period!r}, rewind_step={rewind_step!r}"
+            f"need rewind_step < period; got rewind_step={rewind_step!r}, period={period!r}"
         )
     base = scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),

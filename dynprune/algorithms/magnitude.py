@@ -12,7 +12,7 @@ References:
 
 from __future__ import annotations
 
-from dynprune import schedules, scores
+from dynprune import checks, schedules, scores
 from dynprune import tree as tree_lib
 from dynprune.algorithms.scheduled import scheduled
 from dynprune.pruner import Pruner, Scope
@@ -28,6 +28,7 @@ def one_shot(
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
     """Prune to ``target`` sparsity by magnitude once, at step ``at``; fine-tune afterwards."""
+    at = checks.steps("at", at)
     return scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
         lambda hp: schedules.constant(hp["target"]),
@@ -52,8 +53,9 @@ def iterative(
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
     """``rounds`` magnitude-pruning rounds, ``period`` steps apart, reaching sparsity ``target``."""
-    if rounds < 1 or period < 1:
-        raise ValueError(f"need rounds >= 1 and period >= 1, got {rounds!r}, {period!r}")
+    rounds = checks.steps("rounds", rounds, minimum=1)
+    begin = checks.steps("begin", begin)
+    period = checks.steps("period", period, minimum=1)
     return scheduled(
         lambda ctx: scores.magnitude(ctx.params, filter=filter),
         lambda hp: schedules.iterative(hp["target"], rounds, begin, period),

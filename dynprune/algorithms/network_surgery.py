@@ -2,11 +2,14 @@
 
 Dense weights W are kept; the forward pass uses W ⊙ T and the straight-through gradient
 ∂L/∂(W ⊙ T) updates all of W, so a pruned weight can grow back. Per layer, with μ and σ
-the mean and standard deviation of |W| over its nonzero entries (taken once, at the
-start), and c the layer's rate:
+the mean and standard deviation of |W| over its nonzero, finite entries (taken once, at
+the start), and c the layer's rate:
 
     a = 0.9 · max(μ + cσ, 0),   b = 1.1 · max(μ + cσ, 0)
     T ← 0 where |W| < a   (prune),   T ← 1 where |W| > b   (splice),   unchanged between.
+
+A weight that is NaN or ±inf is pruned (our addition: the paper assumes finite weights),
+so the forward pass sees 0 there (:func:`dynprune.masked_params`).
 
 The masks are updated at step t with probability (1 + γt)^(−power), and never after
 ``iter_stop``. With ``warmup`` = R > 0 (our addition, not in the paper) both thresholds
@@ -27,6 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dynprune import checks
 from dynprune import tree as tree_lib
 from dynprune.pruner import Context, Pruner, PyTree
 
@@ -51,12 +55,16 @@ class DNSState(NamedTuple):
 
 
 def layer_thresholds(w: jax.Array, c: Any) -> tuple[jax.Array, jax.Array]:
-    """(a, b) = (0.9, 1.1) · max(μ + cσ, 0) of |w| over its nonzero entries."""
+    """(a, b) = (0.9, 1.1) · max(μ + cσ, 0) of |w| over its nonzero, finite entries.
+
+    NaN and ±inf entries are left out of μ and σ, so one broken weight does not make the
+    layer's thresholds NaN (which would never prune it).
+    """
     magnitude = jnp.abs(jnp.ravel(w))
-    nonzero = magnitude > 0
-    n = jnp.maximum(jnp.sum(nonzero), 1)
-    mean = jnp.sum(magnitude) / n
-    std = jnp.sqrt(jnp.sum(jnp.where(nonzero, jnp.square(magnitude - mean), 0.0)) / n)
+    counted = (magnitude > 0) & jnp.isfinite(magnitude)
+    n = jnp.maximum(jnp.sum(counted), 1)
+    mean = jnp.sum(jnp.where(counted, magnitude, 0.0)) / n
+    std = jnp.sqrt(jnp.sum(jnp.where(counted, jnp.square(magnitude - mean), 0.0)) / n)
     t = jnp.maximum(mean + c * std, 0.0)
     return 0.9 * t, 1.1 * t
 
@@ -110,9 +118,18 @@ def dns(
     run otherwise: 6.66% test error with biases pruned, 1.89% without). Train from a
     (pre)trained model, with the forward pass through :func:`dynprune.masked_params`.
     ``warmup`` (steps, 0 = off) ramps the thresholds up from 0, as in the module docstring.
+
+    Raises:
+      TypeError: if ``iter_stop`` or ``warmup`` is not an integer, or a rate or
+        hyperparameter is not a number.
+      ValueError: if ``gamma`` or ``power`` is negative, ``iter_stop`` or ``warmup`` is
+        negative, or any value is NaN or infinite.
     """
-    if warmup < 0:
-        raise ValueError(f"DNS warmup must be >= 0 steps, got {warmup!r}")
+    warmup = checks.steps("warmup", warmup)
+    hyperparams = {"gamma": gamma, "power": power, "iter_stop": iter_stop}
+    checks.hyperparams(hyperparams)
+    for rate in jax.tree.leaves(c):
+        checks.real("DNS rate c", rate)
 
     def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, DNSState]:
         del hp, key
@@ -148,9 +165,8 @@ def dns(
 
         def leaf(path: str, m: jax.Array, w: jax.Array, a: Any, b: Any) -> jax.Array:
             magnitude = jnp.abs(w)
-            return jnp.where(
-                magnitude < scale * a, False, jnp.where(magnitude > scale * b, True, m)
-            )
+            prune = (magnitude < scale * a) | ~jnp.isfinite(magnitude)
+            return jnp.where(prune, False, jnp.where(magnitude > scale * b, True, m))
 
         new = tree_lib.map_scored(leaf, ctx.masks, ctx.params, aux.lower, aux.upper)
         count = lambda p, x, y: jnp.sum(x & ~y).astype(jnp.int32)
@@ -169,7 +185,7 @@ def dns(
         init=init,
         should_update=should_update,
         update=update,
-        hyperparams={"gamma": gamma, "power": power, "iter_stop": iter_stop},
+        hyperparams=hyperparams,
         soft=True,
         update_pruned=True,
     )

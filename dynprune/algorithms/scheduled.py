@@ -19,7 +19,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from dynprune import distributions, masks, schedules
+from dynprune import checks, distributions, masks, schedules
 from dynprune import tree as tree_lib
 from dynprune.pruner import Context, Hyperparams, Pruner, PyTree, Scope, ScoreFn, full_masks
 
@@ -43,7 +43,9 @@ def target_ramp(
       schedule, ``cadence`` is ``step -> bool`` (update now?), as :func:`scheduled` takes.
 
     Raises:
-      ValueError: if ``every < 1``, or ``end <= begin`` for a ramp.
+      TypeError: if a step argument is not an integer.
+      ValueError: if ``begin < 0``, ``every < 1``, or ``end <= begin`` for a ramp; the
+        message names the argument and the value.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -54,14 +56,14 @@ def target_ramp(
       >>> [round(float(sparsity(jnp.asarray(t))), 4) for t in (0, 5, 10)]
       [0.0, 0.7875, 0.9]
     """
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every!r}")
+    begin = checks.steps("begin", begin)
+    every = checks.steps("every", every, minimum=1)
     if end is None:
         return (
             lambda hp: schedules.constant(hp["target"]),
             schedules.every(1, begin=begin, end=begin),
         )
-    if end <= begin:
+    if checks.steps("end", end) <= begin:
         raise ValueError(f"need end > begin for a gradual ramp, got begin={begin}, end={end}")
     periodic = schedules.every(every, begin=begin, end=end)
     return (
@@ -105,7 +107,10 @@ def scheduled(
       The :class:`dynprune.pruner.Pruner`.
 
     Raises:
-      ValueError: if ``scope="global"`` is combined with a distribution or overrides.
+      TypeError: if a hyperparameter or an override is not a number.
+      ValueError: if a hyperparameter is out of its range (:mod:`dynprune.checks`), an
+        override is not in [0, 1], ``scope`` or ``distribution`` is unknown, or
+        ``scope="global"`` is combined with a distribution or overrides.
 
     Examples:
       >>> import jax.numpy as jnp, optax, dynprune as dp
@@ -121,6 +126,13 @@ def scheduled(
       >>> dp.masks_of(state)["fc"]["kernel"].sum().item()
       4
     """
+    checks.hyperparams(hyperparams)
+    for pattern, s in (overrides or {}).items():
+        checks.real(f"overrides[{pattern!r}]", s, 0.0, 1.0)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if distribution not in ("uniform", "erk"):
+        raise ValueError(f"distribution must be 'uniform' or 'erk', got {distribution!r}")
     if scope == "global" and (overrides or distribution != "uniform"):
         raise ValueError(
             "scope='global' ranks all leaves jointly; it takes no distribution/overrides"

@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from dynprune import masks, schedules, scores
+from dynprune import checks, masks, schedules, scores
 from dynprune import tree as tree_lib
 from dynprune.algorithms.scheduled import scheduled
 from dynprune.pruner import Pruner, PyTree, Scope
@@ -30,6 +30,7 @@ def snip(
     target: float, at: int = 0, *, scope: Scope = "global", filter: tree_lib.Filter | None = None
 ) -> Pruner:
     """Keep the top (1 − ``target``) connections by |w · g| at step ``at``."""
+    at = checks.steps("at", at)
     return scheduled(
         lambda ctx: scores.saliency(ctx.params, ctx.grads, filter=filter),
         lambda hp: schedules.constant(hp["target"]),

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from dynprune import distributions, masks, schedules, scores, select
+from dynprune import checks, distributions, masks, schedules, scores, select
 from dynprune import tree as tree_lib
 from dynprune.pruner import Context, Hyperparams, Pruner, PyTree, ScoreFn
 
@@ -106,7 +106,10 @@ def dynamic_sparse(
       The :class:`dynprune.pruner.Pruner`, with hyperparameters ``target`` and ``alpha``.
 
     Raises:
-      ValueError: if ``every`` or ``end`` is below 1, or ``grow`` is not one of the above.
+      TypeError: if ``every`` or ``end`` is not an integer, or a hyperparameter is not
+        a number.
+      ValueError: if ``every`` or ``end`` is below 1, ``target`` or ``alpha`` is not in
+        [0, 1], or ``grow`` or ``distribution`` is not one of the above.
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax, dynprune as dp
@@ -117,8 +120,12 @@ def dynamic_sparse(
       >>> (~masks["fc"]["kernel"]).sum().item()
       24
     """
-    if every < 1 or end < 1:
-        raise ValueError(f"need every >= 1 and end >= 1, got every={every!r}, end={end!r}")
+    every = checks.steps("every", every, minimum=1)
+    end = checks.steps("end", end, minimum=1)
+    hyperparams = {"target": target, "alpha": alpha}
+    checks.hyperparams(hyperparams)
+    if distribution not in ("erk", "uniform"):
+        raise ValueError(f"distribution must be 'erk' or 'uniform', got {distribution!r}")
     grow_score = _grow_score(grow, filter)
     per_leaf = distributions.erk if distribution == "erk" else distributions.uniform
 
@@ -132,7 +139,7 @@ def dynamic_sparse(
         # The count follows the target in the state, so a target set after init (a sweep
         # through set_hyperparams) takes effect at the next update.
         def leaf(path: str, m: jax.Array, w: jax.Array, g: jax.Array, s: jax.Array) -> jax.Array:
-            keep = m.size - masks.count_to_drop(jnp.clip(s, 0.0, 1.0), m.size)
+            keep = m.size - masks.count_to_drop(s, m.size)
             return drop_and_grow(m, w, g, f, keep)
 
         sparsities = per_leaf(ctx.masks, ctx.hyperparams["target"])
@@ -144,7 +151,7 @@ def dynamic_sparse(
         init=init,
         should_update=lambda ctx: schedules.every(every, begin=every, end=end - 1)(ctx.step),
         update=update,
-        hyperparams={"target": target, "alpha": alpha},
+        hyperparams=hyperparams,
     )
 
 

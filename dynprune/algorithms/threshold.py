@@ -2,7 +2,7 @@
 
 Rule: m_ij ← m_ij ∧ [|w_ij| > t_l] at every k-th step between ``begin`` and ``end``,
 with t_l = t (``relative=False``, the origin document: "prune weights below a threshold")
-or t_l = t · σ_l, σ_l the standard deviation of layer l's surviving weights
+or t_l = t · σ_l, σ_l the standard deviation of layer l's surviving (finite) weights
 (``relative=True``: Han et al. 2015's quality parameter). Unlike the sparsity recipes,
 the resulting sparsity is whatever the weights give.
 
@@ -18,15 +18,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dynprune import masks, schedules
+from dynprune import checks, masks, schedules
 from dynprune import tree as tree_lib
 from dynprune.pruner import Context, Pruner
 
 
 def _std_of_kept(w: jax.Array, m: jax.Array) -> jax.Array:
-    n = jnp.maximum(jnp.sum(m), 1)
-    mean = jnp.sum(jnp.where(m, w, 0.0)) / n
-    return jnp.sqrt(jnp.sum(jnp.where(m, jnp.square(w - mean), 0.0)) / n)
+    """σ of the kept, finite entries (a NaN or ±inf weight would make σ NaN or inf, and
+    the layer would lose every weight or none)."""
+    counted = m & jnp.isfinite(w)
+    n = jnp.maximum(jnp.sum(counted), 1)
+    mean = jnp.sum(jnp.where(counted, w, 0.0)) / n
+    return jnp.sqrt(jnp.sum(jnp.where(counted, jnp.square(w - mean), 0.0)) / n)
 
 
 def threshold(
@@ -38,7 +41,31 @@ def threshold(
     relative: bool = False,
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
-    """Drop |w| <= ``threshold`` (or ``threshold``·σ_l) every ``every`` steps in [begin, end]."""
+    """Drop |w| <= ``threshold`` (or ``threshold``·σ_l) every ``every`` steps in [begin, end].
+
+    σ_l is taken over the layer's kept, finite weights; a NaN weight is never kept.
+
+    Args:
+      threshold: t >= 0 (a hyperparameter: settable in the state).
+      every: steps between updates (>= 1).
+      begin: the first update step (>= 0).
+      end: the last update step (>= ``begin``), or ``None`` for no end.
+      relative: t · σ_l instead of t.
+      filter: which leaves to prune (default: kernels).
+
+    Returns:
+      The :class:`dynprune.pruner.Pruner`, with hyperparameter ``threshold``.
+
+    Raises:
+      TypeError: if a step argument is not an integer or ``threshold`` not a number.
+      ValueError: if ``threshold`` is negative or not finite, or a step argument is out
+        of range.
+    """
+    checks.hyperparams({"threshold": threshold})
+    every = checks.steps("every", every, minimum=1)
+    begin = checks.steps("begin", begin)
+    if end is not None and checks.steps("end", end) < begin:
+        raise ValueError(f"need end >= begin, got begin={begin}, end={end}")
 
     def init(params: Any, hp: Any, key: jax.Array) -> tuple[Any, Any]:
         del hp, key
