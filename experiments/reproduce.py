@@ -8,6 +8,12 @@ training set. One JSONL row per (recipe, seed) is appended to ``--out``; runs al
 skipped, so an interrupted invocation resumes. The Markdown table beside ``--out`` (``.md``) is
 rewritten from all rows, next to the published numbers.
 
+With ``--checkpoint-dir DIR`` each (recipe, seed) run saves its whole state in
+``DIR/<run key>/`` every ``--checkpoint-every`` steps (default: every epoch); the same command
+after a kill resumes the interrupted run where it was, with the row an uninterrupted run
+writes. Ctrl-C (SIGINT) finishes the current step, saves, and exits with status 130.
+Finished runs delete their checkpoints unless ``--keep-checkpoints``.
+
 Compression = all parameters (weights *and* biases) ÷ nonzero parameters of w ⊙ m.
 
 Usage:
@@ -31,29 +37,23 @@ from typing import Any
 
 import numpy as np
 
-from dynprune.harness import config, experiment, recipes, results, sweep_runner
+from dynprune.harness import cli, config, experiment, recipes, results, sweep_runner
 
 log = logging.getLogger("reproduce")
 RECIPES = Path(__file__).resolve().parent / "recipes.json"
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     available = recipes.load(RECIPES)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("recipe", nargs="?", choices=list(available))
-    p.add_argument("--seeds", type=positive, default=None, help="default: the recipe's")
+    p.add_argument("--seeds", type=cli.positive, default=None, help="default: the recipe's")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--out", default="experiments/results/reproductions.jsonl")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch per phase, 2k images")
+    cli.add_checkpoint_arguments(p)
     args = p.parse_args(argv)
     if args.list or args.recipe is None:
         for name, r in available.items():
@@ -72,12 +72,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     programs = experiment.Programs()
     start = time.perf_counter()
     seeds = args.seeds or recipe.seeds
+    checkpoints = cli.checkpoint_options(args)
     for seed in range(args.first_seed, args.first_seed + seeds):
         key = config.run_key(run, seed, test=True)
         if key in done:
             log.info("seed %d already in %s, skipped", seed, out)
             continue
-        [row] = experiment.run_points([run], [seed], test=True, splits=splits, programs=programs)
+        with cli.stops(__file__, argv, checkpoints):
+            [row] = experiment.run_points(
+                [run],
+                [seed],
+                test=True,
+                splits=splits,
+                programs=programs,
+                checkpoints=checkpoints,
+            )
         row = {
             "key": key,
             "recipe": args.recipe,

@@ -15,6 +15,12 @@ as one vmapped program; ``--devices`` shards them over that many devices. ``--sh
 the I-th of N disjoint slices of the grid (one per job of a cluster array; all write to the
 same ``--out``).
 
+``--checkpoint-dir DIR`` saves each program's whole state (one run, or the K points of a
+vmapped one) in ``DIR/<key>/`` every ``--checkpoint-every`` steps (default: every epoch), so
+that the run a kill interrupted resumes where it was, ending with the rows an uninterrupted
+sweep writes. Ctrl-C (SIGINT) finishes the current step, saves, and exits with status 130.
+Finished runs delete their checkpoints unless ``--keep-checkpoints``.
+
 Validation error only; ``--test`` adds test error (final runs of fixed configurations only).
 The last line printed is one JSON object: runs, skipped, rows, compiles, out, plot, wall_s.
 """
@@ -27,7 +33,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dynprune.harness import sweep, sweep_runner
+from dynprune.harness import cli, sweep, sweep_runner
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,22 +64,15 @@ def parse_set(item: str) -> tuple[str, list[object]]:
     return key, [parse_value(v) for v in text.split(",")]
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("config", nargs="?", help="a config in experiments/configs/ (--list)")
     p.add_argument("--list", action="store_true", help="list the configs and exit")
     p.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=V1,V2")
-    p.add_argument("--seeds", type=positive, default=None, help="seeds per point (config's)")
+    p.add_argument("--seeds", type=cli.positive, default=None, help="seeds per point (config's)")
     p.add_argument("--out", default=None, help="JSONL results (default: the config's)")
     p.add_argument("--plot", default=None, help="PNG plot (default: beside --out)")
-    p.add_argument("--vmap", type=positive, default=None, help="points per vmapped program")
+    p.add_argument("--vmap", type=cli.positive, default=None, help="points per vmapped program")
     p.add_argument("--devices", default=None, help="'all' or N: shard vmapped points")
     p.add_argument("--backend", choices=("cpu", "gpu", "tpu"), default=None)
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N slices")
@@ -81,13 +80,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: 1 epoch, 2,048 images")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    cli.add_checkpoint_arguments(p)
     p.add_argument(
         "--distributed",
         action="store_true",
         help="join jax.distributed (every host's devices); see --coordinator",
     )
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (distributed)")
-    p.add_argument("--num-processes", type=positive, default=None, help="(distributed)")
+    p.add_argument("--num-processes", type=cli.positive, default=None, help="(distributed)")
     p.add_argument("--process-id", type=int, default=None, help="(distributed)")
     return p.parse_args(argv)
 
@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     if args.distributed:
         sweep_runner.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    checkpoints = cli.checkpoint_options(args)
 
-    try:
+    with cli.stops(__file__, argv, checkpoints):
         summary = sweep_runner.run_sweep(
             path,
             overrides=dict(args.set),
@@ -125,9 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             quick_mode=args.quick,
             data_dir=args.data_dir,
             progress=not args.no_progress,
+            checkpoints=checkpoints,
         )
-    except ValueError as err:
-        sys.exit(f"sweep.py: error: {err}")
     print(summary["table"])
     del summary["table"]
     print(json.dumps(summary))

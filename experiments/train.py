@@ -11,18 +11,25 @@ epoch), ``one_shot`` prunes by magnitude at the middle of the run, ``snip`` and 
 step 0, ``rigl`` and ``set`` train sparse from an ERK start (mask updates every 100 steps
 until 75% of the run).
 
+With ``--checkpoint-dir DIR`` the run saves its whole state (params, optimizer state with the
+masks, PRNG key, records, position in the data order) in ``DIR/<run key>/`` every
+``--checkpoint-every`` steps (default: every epoch). Run the same command again after a kill
+or a crash and it resumes from there, ending with the row an uninterrupted run writes. Ctrl-C
+(SIGINT) finishes the current step, saves, and exits with status 130. A finished run deletes
+its checkpoint unless ``--keep-checkpoints``.
+
 Example:
   python experiments/train.py --model lenet300 --epochs 20 --prune gmp --target 0.95
+  python experiments/train.py --model lenet300 --prune gmp --checkpoint-dir checkpoints
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 
-from dynprune.harness import config, data, experiment, models, results
+from dynprune.harness import cli, config, data, experiment, models, results
 
 log = logging.getLogger("train")
 
@@ -36,34 +43,20 @@ PRUNERS = {
 }
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", choices=sorted(models.MODELS), default="lenet300")
     p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    p.add_argument("--epochs", type=positive, default=20)
-    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--epochs", type=cli.positive, default=20)
+    p.add_argument("--batch-size", type=cli.positive, default=128)
     p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="adam")
-    p.add_argument("--lr", type=finite, default=1e-3, help="peak learning rate")
+    p.add_argument("--lr", type=cli.finite, default=1e-3, help="peak learning rate")
     p.add_argument("--schedule", choices=config.SCHEDULES, default="cosine")
-    p.add_argument("--momentum", type=finite, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=finite, default=0.0, help="AdamW decay / SGD L2")
+    p.add_argument("--momentum", type=cli.finite, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=cli.finite, default=0.0, help="AdamW decay / SGD L2")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and data order")
     p.add_argument("--prune", choices=["none", *PRUNERS], default="none", help="algorithm")
-    p.add_argument("--target", type=finite, default=0.9, help="target sparsity of the kernels")
+    p.add_argument("--target", type=cli.finite, default=0.9, help="target sparsity of the kernels")
     p.add_argument("--validation", type=int, default=5000, help="training images held out")
     p.add_argument("--test", action="store_true", help="also compute test error")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR)")
@@ -72,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--force", action="store_true", help="run even if --out has this run: a distinct row"
     )
+    cli.add_checkpoint_arguments(p)
     return p.parse_args(argv)
 
 
@@ -110,9 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
         extra["repeat_of"] = key
         key = f"{key}-{sum(k.startswith(f'{key}-') for k in done) + 1}"
     metadata = results.run_metadata()  # before training: the code and host this run starts with
-    row = experiment.run(
-        run, args.seed, test=args.test, data_dir=args.data_dir, progress=not args.no_progress
-    )
+    checkpoints = cli.checkpoint_options(args)
+    with cli.stops(__file__, argv, checkpoints):
+        row = experiment.run(
+            run,
+            args.seed,
+            test=args.test,
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+            checkpoints=checkpoints,
+        )
     row = {
         "key": key,
         "config": config.to_dict(run),

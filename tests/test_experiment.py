@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 
+import jax.numpy as jnp
 import pytest
 
 from dynprune.harness import config, experiment, results
@@ -62,3 +63,20 @@ def test_a_corrupt_pretrained_cache_is_named_and_retrained(splits, tmp_path, mon
     assert str(entry) in caplog.text and "retraining" in caplog.text
     assert again["dense_val_error"] == first["dense_val_error"]
     assert again["val_error"] == first["val_error"]
+
+
+def test_a_hyperparameter_gone_bad_inside_jit_writes_no_row(splits, monkeypatch):
+    """A value set in the state without the host-side checks (as code inside jit would) is
+    caught at the next host sync: the run raises instead of returning a row."""
+    initial_states = experiment._Points.initial_states
+
+    def corrupted(self, phase, params, pruners, seeds):
+        states = initial_states(self, phase, params, pruners, seeds)
+        for i, s in enumerate(states):
+            hp = {**s.opt_state.hyperparams, "target": jnp.float32(1.5)}
+            states[i] = s._replace(opt_state=s.opt_state._replace(hyperparams=hp))
+        return states
+
+    monkeypatch.setattr(experiment._Points, "initial_states", corrupted)
+    with pytest.raises(ValueError, match=r"out of range or NaN inside the jitted step.*1\.5"):
+        experiment.run(TINY, 0, splits=splits)

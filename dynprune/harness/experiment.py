@@ -24,11 +24,22 @@ and regrown by that update (DNS's prunes and splices, SET/RigL's drops and regro
 A run whose training loss stops being finite has ``status: "diverged"`` and
 ``diverged_at: {"phase", "step"}`` (the first such step; a single run stops at the end of that
 epoch), and ``null`` for the losses that were not finite: rows are strict JSON.
+
+Checkpoints (``checkpoints=``, :mod:`dynprune.harness.checkpoint`): the prune and fine-tune
+phases save, every N steps (default: at the end of every epoch), between steps and from the
+host, the whole state of the K points (stacked for K > 1) with the phase, the steps done, the
+records so far (this epoch's per-step metrics included) and the rows of the phases before.
+A rerun resumes from the latest checkpoint: the data order depends only on (seed, epoch), so
+it skips the batches of the current epoch already consumed, and its rows equal an
+uninterrupted run's. SIGINT finishes the step in progress, saves and raises
+:class:`~dynprune.harness.checkpoint.Interrupted`. A finished run deletes its checkpoint
+unless asked to keep it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -47,8 +58,8 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 import dynprune as dp
-from dynprune.harness import cache, data, models, results, train
-from dynprune.harness.config import Phase, RunConfig, pruner_arguments, to_dict
+from dynprune.harness import cache, checkpoint, data, models, results, train
+from dynprune.harness.config import Phase, RunConfig, pruner_arguments, run_key, to_dict
 from dynprune.harness.optimizers import make_optimizer
 
 __all__ = ["Programs", "load_splits", "run", "run_points", "state_arguments"]
@@ -61,6 +72,8 @@ EVAL_BATCH = 1000
 # share a compiled step. Hyperparameters (``Pruner.hyperparams``) are found by building the
 # pruner; these are the init-only ones.
 INIT_ARGUMENTS = {"dns": ("c",)}
+# Phases that checkpoint; pre-training is cached per seed once it is finished.
+CHECKPOINTED = ("prune", "finetune")
 
 Splits = Mapping[str, data.Dataset]
 Step = Callable[..., tuple[train.TrainState, dict[str, jax.Array]]]
@@ -210,6 +223,8 @@ class _Points:
         programs: Programs,
         mesh: jax.sharding.Mesh | None,
         progress: bool,
+        checkpoints: checkpoint.Options | None = None,
+        keys: Sequence[str] = (),
     ):
         self.configs, self.seeds, self.splits = list(configs), list(seeds), splits
         self.programs, self.mesh, self.progress = programs, mesh, progress
@@ -218,6 +233,11 @@ class _Points:
         self.apply_fn = lambda p, x: self.model.apply({"params": p}, x)
         self.per_epoch = len(splits["train"].labels) // self.base.batch_size
         self.group = group_key(self.base)
+        self.checkpoints = checkpoints
+        # The checkpoint's key is its directory's name: the run key, or the hash of K keys.
+        self.directory = (
+            None if checkpoints is None else checkpoint.run_directory(checkpoints.root, keys)
+        )
 
     def steps(self, phase: Phase) -> int:
         return phase.epochs * self.per_epoch
@@ -255,15 +275,14 @@ class _Points:
         os.replace(tmp, path)
         return params
 
-    def fit(
+    def initial_states(
         self,
-        name: str,
         phase: Phase,
         params: Sequence[Any],
         pruners: Sequence[dp.Pruner],
         seeds: Sequence[int],
-    ) -> tuple[list[train.TrainState], dict[str, Any]]:
-        """Train every point through ``phase``; returns their states and what was recorded."""
+    ) -> list[train.TrainState]:
+        """Each point's state before the first step of ``phase``."""
         steps = self.steps(phase)
         states = []
         for p, pruner, seed in zip(params, pruners, seeds, strict=True):
@@ -272,6 +291,25 @@ class _Points:
             if not pruner.soft:
                 state = state._replace(params=dp.apply_masks(p, dp.masks_of(state.opt_state)))
             states.append(state)
+        return states
+
+    def fit(
+        self,
+        name: str,
+        phase: Phase,
+        params: Sequence[Any],
+        pruners: Sequence[dp.Pruner],
+        seeds: Sequence[int],
+        rows: list[dict[str, Any]] | None = None,
+        resume: Mapping[str, Any] | None = None,
+    ) -> tuple[list[train.TrainState], dict[str, Any]]:
+        """Train every point through ``phase``; returns their states and what was recorded.
+
+        With checkpoints on, a phase in :data:`CHECKPOINTED` saves ``rows`` (the rows so far)
+        with its state, and starts from the checkpoint when ``resume`` (its meta) is of it.
+        """
+        steps = self.steps(phase)
+        states = self.initial_states(phase, params, pruners, seeds)
         kept = [_kept(dp.masks_of(s.opt_state)) for s in states]
         record: dict[str, Any] = {
             "train_loss": [[] for _ in states],
@@ -287,38 +325,126 @@ class _Points:
         step = self.programs.step((self.group, name, k, devices), self.apply_fn, tx)
         shared = len(set(seeds)) == 1  # one data order: one batch serves every point
         state = states[0] if k == 1 else self._place(_stack(states))
-        bar = tqdm(total=steps, disable=not self.progress, unit="step", desc=name, leave=False)
-        for epoch in range(phase.epochs):
-            streams = [
-                data.batches(
-                    self.splits["train"],
-                    self.base.batch_size,
-                    seed=s,
-                    epoch=epoch,
-                    shift=phase.shift,
-                )
-                for s in (seeds[:1] if shared else seeds)
-            ]
-            metrics = []
-            for batch in zip(*streams, strict=True):
-                if shared:
-                    images, labels = batch[0]
-                else:
-                    images, labels = self._place(
-                        tuple(np.stack(xs) for xs in zip(*batch, strict=True))
+        saving = self.checkpoints is not None and name in CHECKPOINTED
+        start, done_metrics = 0, []
+        if saving and resume is not None and resume["phase"] == name:
+            state, start, done_metrics = self._restore(state, record, kept)
+        bar = tqdm(
+            total=steps,
+            initial=start,
+            disable=not self.progress,
+            unit="step",
+            desc=name,
+            leave=False,
+        )
+        with checkpoint.deferred_sigint() if saving else contextlib.nullcontext() as sigint:
+            for epoch in range(start // self.per_epoch, phase.epochs):
+                if all(at is not None for at in record["diverged_at"]):
+                    break  # every point's loss is no longer finite: stop instead of training on
+                streams = [
+                    data.batches(
+                        self.splits["train"],
+                        self.base.batch_size,
+                        seed=s,
+                        epoch=epoch,
+                        shift=phase.shift,
                     )
-                count = np.int32(epoch * self.per_epoch + len(metrics))
-                state, m = step(state, count, images, labels, shared_batch=shared)
-                metrics.append(m)
-                bar.update()
-            got = self._gather(metrics)
-            for i in range(k):
-                mine = got if k == 1 else [jax.tree.map(lambda x, i=i: x[i], m) for m in got]
-                self._record_epoch(record, i, epoch, mine, kept)
-            if all(at is not None for at in record["diverged_at"]):
-                break  # every point's loss is no longer finite: stop instead of training on
+                    for s in (seeds[:1] if shared else seeds)
+                ]
+                metrics = done_metrics if epoch == start // self.per_epoch else []
+                # Resuming mid-epoch: the epoch's order is (seed, epoch)'s; skip what was used.
+                for batch in itertools.islice(zip(*streams, strict=True), len(metrics), None):
+                    if shared:
+                        images, labels = batch[0]
+                    else:
+                        images, labels = self._place(
+                            tuple(np.stack(xs) for xs in zip(*batch, strict=True))
+                        )
+                    count = np.int32(epoch * self.per_epoch + len(metrics))
+                    state, m = step(state, count, images, labels, shared_batch=shared)
+                    metrics.append(m)
+                    bar.update()
+                    if saving and len(metrics) < self.per_epoch:
+                        done = epoch * self.per_epoch + len(metrics)
+                        self._checkpoint(
+                            name, steps, done, state, record, kept, metrics, rows, sigint
+                        )
+                got = self._gather(metrics)
+                self._check_hyperparams(state)
+                for i in range(k):
+                    mine = got if k == 1 else [jax.tree.map(lambda x, i=i: x[i], m) for m in got]
+                    self._record_epoch(record, i, epoch, mine, kept)
+                if saving:
+                    done = (epoch + 1) * self.per_epoch
+                    self._checkpoint(name, steps, done, state, record, kept, [], rows, sigint)
         bar.close()
         return ([state] if k == 1 else _unstack(self._gather(state), k)), record
+
+    def _check_hyperparams(self, state: train.TrainState) -> None:
+        """Refuse to go on (and so to write a row) if a hyperparameter went out of its range
+        or NaN inside jit, where it could not raise (:func:`dynprune.invalid_hyperparams`)."""
+        invalid = np.atleast_1d(self._gather(dp.invalid_hyperparams(state.opt_state)))
+        if invalid.any():
+            points = np.flatnonzero(invalid).tolist()
+            raise ValueError(
+                f"a hyperparameter of point(s) {points} (seeds "
+                f"{[self.seeds[i] for i in points]}) was out of range or NaN inside the jitted "
+                f"step: {dict(jax.device_get(dp.hyperparams_of(state.opt_state)))}; no row is "
+                "written"
+            )
+
+    def _checkpoint(
+        self,
+        phase: str,
+        steps: int,
+        done: int,
+        state: train.TrainState,
+        record: dict[str, Any],
+        kept: list[int],
+        metrics: Sequence[Mapping[str, Any]],
+        rows: list[dict[str, Any]] | None,
+        sigint: Any,
+    ) -> None:
+        """Save after ``done`` steps of ``phase`` if it is time or SIGINT asked (then raise
+        :class:`~dynprune.harness.checkpoint.Interrupted`). ``metrics``: this epoch's so far."""
+        options = self.checkpoints
+        every = options.every or self.per_epoch
+        due = (done % every == 0 and done < steps) or (done == steps and options.keep)
+        if not (due or sigint.is_set()):
+            return
+        meta = {
+            "phase": phase,
+            "phase_step": done,
+            "record": record,
+            "kept": kept,
+            "metrics": [
+                {name: np.asarray(v).tolist() for name, v in m.items()}
+                for m in self._gather(metrics)
+            ],
+            "rows": rows,
+        }
+        # Checkpoints are numbered by the steps taken since the run began: later ones are larger.
+        before = itertools.takewhile(lambda named: named[0] != phase, self.base.phases())
+        offset = sum(self.steps(p) for n, p in before if n in CHECKPOINTED)
+        key = self.directory.name
+        checkpoint.save(self.directory, offset + done, self._gather(state), meta, key=key)
+        if sigint.is_set():
+            raise checkpoint.Interrupted(self.directory, phase, done)
+
+    def _restore(
+        self, state: train.TrainState, record: dict[str, Any], kept: list[int]
+    ) -> tuple[train.TrainState, int, list[dict[str, Any]]]:
+        """The checkpointed state (into ``state``'s structure), filling ``record`` and
+        ``kept``; also the steps done and the current epoch's metrics so far."""
+        saved, meta = checkpoint.restore(self.directory, state, key=self.directory.name)
+        record.update(meta["record"])
+        kept[:] = meta["kept"]
+        metrics = [{name: np.asarray(v) for name, v in m.items()} for m in meta["metrics"]]
+        log.warning(
+            "resuming %s at step %d from %s", meta["phase"], meta["phase_step"], self.directory
+        )
+        state = jax.device_put(saved) if self.mesh is None else self._place(saved)
+        return state, meta["phase_step"], metrics
 
     def _act_once(
         self,
@@ -410,6 +536,10 @@ class _Points:
 
     def run(self, test: bool) -> list[dict[str, Any]]:
         base, k = self.base, len(self.configs)
+        # A checkpoint's meta: its phase, and the rows of the phases before it.
+        resume = None
+        if self.directory is not None:
+            resume = checkpoint.latest(self.directory, key=self.directory.name)
         rows: list[dict[str, Any]] = [
             {"method": c.method, "seed": s} for c, s in zip(self.configs, self.seeds, strict=True)
         ]
@@ -427,15 +557,26 @@ class _Points:
         pruners = [
             self._pruner(c, p, s) for c, p, s in zip(self.configs, params, self.seeds, strict=True)
         ]
-        states, record = self.fit("prune", base.prune, params, pruners, self.seeds)
-        self._record(rows, "prune", record)
+        if resume is None or resume["phase"] == "prune":
+            states, record = self.fit(
+                "prune", base.prune, params, pruners, self.seeds, rows, resume
+            )
+            self._record(rows, "prune", record)
+            if base.finetune is not None:
+                for row, state in zip(rows, states, strict=True):
+                    row.update(self.errors(state, "before_finetune_", test))
+        else:
+            # The checkpoint is of the fine-tune: its rows hold the prune phase's records, and
+            # its state replaces whatever the fine-tune starts from; these only give its shapes.
+            rows = resume["rows"]
+            states = self.initial_states(base.prune, params, pruners, self.seeds)
         if base.finetune is not None:
-            for row, state in zip(rows, states, strict=True):
-                row.update(self.errors(state, "before_finetune_", test))
             masks = [dp.masks_of(s.opt_state) for s in states]
             params = [dp.masked_params(s.params, s.opt_state) for s in states]
             fixed = [dp.algorithms.fixed(m) for m in masks]
-            states, record = self.fit("finetune", base.finetune, params, fixed, self.seeds)
+            states, record = self.fit(
+                "finetune", base.finetune, params, fixed, self.seeds, rows, resume
+            )
             self._record(rows, "finetune", record)
 
         phase_steps = {name: self.steps(p) for name, p in base.phases()}
@@ -514,6 +655,7 @@ def run_points(
     mesh: jax.sharding.Mesh | None = None,
     data_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    checkpoints: checkpoint.Options | None = None,
 ) -> list[dict[str, Any]]:
     """Run K points (configs equal up to pruner state values) with their seeds; one row each.
 
@@ -526,14 +668,22 @@ def run_points(
       mesh: shard the K points over this mesh's first axis (K must divide evenly).
       data_dir: the TFDS data directory, when ``splits`` is not given.
       progress: show a tqdm bar over each phase's steps.
+      checkpoints: save the run's state under ``checkpoints.root/<key>/`` (the run key of
+        ``(config, seed, test)``; for K > 1 the hash of the K run keys) and resume from it;
+        ``None``: no checkpoints (see the module docstring).
 
     Returns:
       K rows (JSON-ready dicts) without run metadata; see the module docstring. ``wall_s``
-      is the program's wall time ÷ K (``program_wall_s``: the whole program's).
+      is the program's wall time ÷ K (``program_wall_s``: the whole program's; a resumed
+      run's counts the time since it resumed).
 
     Raises:
       ValueError: configs of different groups, mismatched lengths, or K not divisible by the
         mesh size.
+      dynprune.harness.checkpoint.MismatchError: the checkpoint in the run's directory is of
+        another configuration or model.
+      dynprune.harness.checkpoint.Interrupted: SIGINT arrived while checkpointing; the step in
+        progress finished and was saved: the same call resumes.
     """
     if not configs or len(configs) != len(seeds):
         raise ValueError(
@@ -549,8 +699,12 @@ def run_points(
         raise ValueError(f"{len(configs)} points cannot be sharded evenly over {mesh.size} devices")
     splits = splits if splits is not None else load_splits(configs[0], data_dir)
     programs = programs if programs is not None else Programs()
+    keys = [run_key(c, s, test=test) for c, s in zip(configs, seeds, strict=True)]
     start = time.perf_counter()
-    rows = _Points(configs, seeds, splits, programs, mesh, progress).run(test)
+    points = _Points(configs, seeds, splits, programs, mesh, progress, checkpoints, keys)
+    rows = points.run(test)
+    if points.directory is not None and not checkpoints.keep:
+        checkpoint.delete(points.directory)
     wall = time.perf_counter() - start
     for row in rows:
         row.update(wall_s=wall / len(rows), program_wall_s=wall)

@@ -4,7 +4,9 @@ Points are grouped by :func:`~dynprune.harness.experiment.group_key` (configurat
 to pruner state values) and run K at a time (``vmap``; K = 1 runs them one after another
 through the same compiled step). Each finished run is appended to the results file at once,
 under a lock and only if its key is not there yet, so a sweep killed at any moment and run
-again ends with every row exactly once, and concurrent shards never write a key twice.
+again ends with every row exactly once, and concurrent shards never write a key twice. With
+checkpoints (:mod:`dynprune.harness.checkpoint`), the program that was killed resumes from its
+last checkpoint instead of starting over.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from dynprune.harness import checkpoint, experiment, results, sweep
 from dynprune.harness import config as config_lib
-from dynprune.harness import experiment, results, sweep
 
 __all__ = ["choose_backend", "initialize_distributed", "make_mesh", "quick", "run_sweep"]
 
@@ -112,6 +114,7 @@ def run_sweep(
     quick_mode: bool = False,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    checkpoints: checkpoint.Options | None = None,
 ) -> dict[str, Any]:
     """Run the sweep config at ``path``; returns the summary (the command's last JSON line)
     plus ``"table"``, the printed table.
@@ -133,6 +136,8 @@ def run_sweep(
       quick_mode: smoke mode (:func:`quick`).
       data_dir: the TFDS data directory.
       progress: show a tqdm bar over runs.
+      checkpoints: checkpoint each program (one run, or K vmapped points) and resume it
+        (:func:`dynprune.harness.experiment.run_points`); ``None``: off.
 
     Returns:
       ``process`` (this process's index; 0 writes the rows), ``runs`` (written now),
@@ -183,6 +188,7 @@ def run_sweep(
                     programs=programs,
                     mesh=mesh,
                     progress=progress,
+                    checkpoints=checkpoints,
                 )
                 for p, row in zip(chunk, rows, strict=False):
                     row = {
