@@ -25,6 +25,7 @@ from dynprune.pruner import Context, Pruner
 from dynprune.summary import format_summary, summary
 from dynprune.transform import (
     PruneState,
+    apply_updates,
     find_state,
     hyperparams_of,
     invalid_hyperparams,
@@ -40,6 +41,7 @@ __all__ = [
     "Pruner",
     "algorithms",
     "apply_masks",
+    "apply_updates",
     "checks",
     "distributions",
     "find_state",

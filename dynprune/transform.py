@@ -16,13 +16,12 @@ given gradients g taken at parameters w:
 5. a pruner with ``rewind`` (lottery tickets) resets the weights when masks change.
 
 NaN and ±inf: no additive update can zero a weight that holds NaN or ±inf (NaN + u and
-inf − inf are NaN), so a weight that held one when it was pruned stays so in the stored
-parameters. Everything that reads weights through the masks sees exactly 0.0 there:
-:func:`masked_params` and :func:`dynprune.apply_masks` select with ``where``, never
-multiply, so the forward pass, :func:`dynprune.summary` and the moments the transform
-resets are exact whatever the weight held. To make the stored hard-mode parameters exact
-too, apply the masks after the update:
-``dp.apply_masks(optax.apply_updates(params, updates), dp.masks_of(state))``.
+inf − inf are NaN), so :func:`apply_updates` (use it in place of ``optax.apply_updates``)
+selects 0.0 at pruned positions in hard mode: a pruned weight is then exactly 0.0 in the
+stored parameters whatever it held. Everything that reads weights through the masks is
+exact in both modes: :func:`masked_params` and :func:`dynprune.apply_masks` select with
+``where``, never multiply, so the forward pass, :func:`dynprune.summary` and the moments
+the transform resets see exactly 0.0.
 
 Hyperparameters: concrete values are checked by name (:mod:`dynprune.checks`) when the
 state is created and by :func:`set_hyperparams`; a value traced inside ``jit`` cannot
@@ -52,6 +51,7 @@ from dynprune.pruner import Context, Pruner, PyTree, full_masks
 
 __all__ = [
     "PruneState",
+    "apply_updates",
     "find_state",
     "hyperparams_of",
     "invalid_hyperparams",
@@ -74,6 +74,8 @@ class PruneState(NamedTuple):
       key: the PRNG key the per-step keys are folded from.
       invalid: bool; True once a hyperparameter held here was out of its range or NaN
         (see :func:`invalid_hyperparams`).
+      hard: bool; True in hard mode (pruned weights are exactly 0.0 in storage, see
+        :func:`apply_updates`), False in soft mode (dense weights kept).
     """
 
     count: jax.Array
@@ -83,6 +85,7 @@ class PruneState(NamedTuple):
     hyperparams: dict[str, jax.Array]
     key: jax.Array
     invalid: jax.Array
+    hard: jax.Array
 
 
 def _param_like(node: Any, params_def: Any, shapes: list[tuple[int, ...]]) -> bool:
@@ -148,6 +151,7 @@ def prune(
             hyperparams=hp,
             key=key,
             invalid=checks.invalid(hp),
+            hard=jnp.asarray(not pruner.soft),
         )
 
     def update_fn(
@@ -209,6 +213,7 @@ def prune(
             hyperparams=state.hyperparams,
             key=state.key,
             invalid=state.invalid | checks.invalid(state.hyperparams),
+            hard=state.hard,
         )
         return inner_updates, new_state
 
@@ -232,8 +237,7 @@ def _where_kept(updates: PyTree, mask_tree: PyTree, pruned: Any, params: PyTree)
     )
 
 
-def find_state(opt_state: Any) -> PruneState:
-    """The first :class:`PruneState` inside a (possibly chained/wrapped) optimizer state."""
+def _first_state(opt_state: Any) -> PruneState | None:
     found: list[PruneState] = []
 
     def visit(node: Any) -> Any:
@@ -242,11 +246,53 @@ def find_state(opt_state: Any) -> PruneState:
         return node
 
     jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, PruneState))
-    if not found:
+    return found[0] if found else None
+
+
+def find_state(opt_state: Any) -> PruneState:
+    """The first :class:`PruneState` inside a (possibly chained/wrapped) optimizer state."""
+    state = _first_state(opt_state)
+    if state is None:
         raise ValueError(
             "no dynprune PruneState in this optimizer state; was it built by dp.prune?"
         )
-    return found[0]
+    return state
+
+
+def apply_updates(params: PyTree, updates: PyTree, opt_state: Any) -> PyTree:
+    """``optax.apply_updates``, then, in hard mode, w ← 0 where the masks prune.
+
+    The transform's hard-mode update is −w at pruned positions, which leaves them at exactly
+    0.0 — unless w is NaN or ±inf, which no addition can zero. This selects 0.0 there, so a
+    pruned weight is exactly 0.0 whatever it held. Soft mode (dense weights kept) and an
+    optimizer state without a :class:`PruneState` get plain ``optax.apply_updates``.
+
+    Args:
+      params: the parameters the updates were computed at.
+      updates: from ``tx.update``.
+      opt_state: the optimizer state ``tx.update`` returned with them (its masks are the ones
+        applied).
+
+    Returns:
+      The updated parameters.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.array([[jnp.nan, 2.0], [3.0, 4.0]])}}
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.one_shot(0.25))
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> dp.apply_updates(params, updates, state)["fc"]["kernel"].tolist()
+      [[0.0, 2.0], [3.0, 4.0]]
+    """
+    new = optax.apply_updates(params, updates)
+    state = _first_state(opt_state)
+    if state is None:
+        return new
+    return tree_lib.map_with_path(
+        lambda path, w, m: w if m is None else jnp.where(state.hard & ~m, jnp.zeros_like(w), w),
+        new,
+        state.masks,
+    )
 
 
 def masks_of(opt_state: Any) -> PyTree:

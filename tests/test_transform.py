@@ -7,6 +7,7 @@ from flax import linen as nn
 from flax import nnx
 
 import dynprune as dp
+from dynprune.harness import train
 from tests import reference
 
 
@@ -83,10 +84,33 @@ def test_pruned_nan_and_inf_weights_are_exactly_zero_where_weights_are_read():
     assert np.asarray(seen["fc1"]["kernel"])[0, :2].tolist() == [0.0, 0.0]
     assert np.isfinite(float(loss_fn(seen, X, Y)))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(seen))
-    # the stored weights cannot be zeroed by an update (NaN + u is NaN): masking after
-    # the update, as the module docstring says, makes them exact too
-    stored = dp.apply_masks(params, dp.masks_of(state))
-    assert np.asarray(stored["fc1"]["kernel"])[0, :2].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_a_pruned_nan_weight_is_stored_as_zero_in_hard_mode_and_kept_in_soft_mode(soft):
+    """Through the harness's train step (dp.apply_updates): hard mode stores exactly 0.0 where
+    NaN/inf was (p + u cannot), soft mode keeps the dense weight and the forward pass sees 0."""
+    params = init_params()
+    kernel = params["fc1"]["kernel"]
+    params["fc1"]["kernel"] = kernel.at[0, 0].set(jnp.nan).at[0, 1].set(-jnp.inf)
+    masks = jax.tree.map(lambda _: None, params)
+    masks["fc1"]["kernel"] = jnp.ones(kernel.shape, bool).at[0, :2].set(False)
+    pruner = dp.algorithms.fixed(masks)
+    tx = dp.prune(optax.adam(1e-2), dp.algorithms.straight_through(pruner) if soft else pruner)
+    apply_fn = lambda p, x: x.reshape(len(x), -1)[:, :20] @ p["fc1"]["kernel"]
+    step = train.make_train_step(apply_fn, tx, forward_params=dp.masked_params)
+    state = train.init_state(params, tx)
+    images, labels = jnp.ones((4, 28, 28, 1)), jnp.zeros(4, jnp.int32)
+    for _ in range(3):
+        state, metrics = step(state, images, labels)
+    stored = np.asarray(state.params["fc1"]["kernel"])[0, :2]
+    if soft:
+        assert np.isnan(stored[0]) and np.isneginf(stored[1])
+    else:
+        assert stored.tolist() == [0.0, 0.0]
+    seen = dp.masked_params(state.params, state.opt_state)
+    assert np.asarray(seen["fc1"]["kernel"])[0, :2].tolist() == [0.0, 0.0]
+    assert np.isfinite(float(metrics["loss"]))
 
 
 def test_inner_adam_moments_of_pruned_weights_are_zero():

@@ -461,7 +461,7 @@ class _Points:
             tx = dp.prune(make_optimizer(phase, 0), pruner, seed=seed)
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             updates, opt_state = tx.update(zeros, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            params = dp.apply_updates(state.params, updates, opt_state)
             out.append(state._replace(params=params, opt_state=opt_state))
             now = _kept(dp.masks_of(opt_state))
             if now != kept[i]:

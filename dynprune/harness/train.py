@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from dynprune import transform
 from dynprune.harness.data import Dataset, batches, eval_batches
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -98,7 +99,8 @@ def train_step(
 
     The loss is the mean softmax cross-entropy of `apply_fn(forward_params(params, opt_state),
     images)`; its gradient with respect to the stored params goes through
-    `tx.update(grads, opt_state, params)` and `optax.apply_updates`. Jit it (as
+    `tx.update(grads, opt_state, params)` and `dynprune.apply_updates` (`optax.apply_updates`,
+    and exact zeros at pruned positions in hard mode). Jit it (as
     `make_train_step` does) or `vmap` it over a stack of states first.
 
     Args:
@@ -123,7 +125,7 @@ def train_step(
             state.params, state.opt_state, images, labels
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = transform.apply_updates(state.params, updates, opt_state)
         accuracy = (logits.argmax(-1) == labels).mean()
         return TrainState(params, opt_state, state.step + 1), {"loss": loss, "accuracy": accuracy}
 
