@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=cli.finite, default=0.0, help="AdamW decay / SGD L2")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and data order")
     p.add_argument("--prune", choices=["none", *PRUNERS], default="none", help="algorithm")
-    p.add_argument("--target", type=cli.finite, default=0.9, help="target sparsity of the kernels")
+    p.add_argument(
+        "--target", type=cli.fraction, default=0.9, help="target sparsity of the kernels"
+    )
     p.add_argument("--validation", type=int, default=5000, help="training images held out")
     p.add_argument("--test", action="store_true", help="also compute test error")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR)")

@@ -71,6 +71,10 @@ def test_pruner_specs_are_checked_against_the_registry():
         config.Phase(epochs=1, lr=1e-3, pruner={"algorithm": "gmpp"})
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['sparsity'\] for 'gmp'.*target"):
         config.Phase(epochs=1, lr=1e-3, pruner={"algorithm": "gmp", "sparsity": 0.9})
+    with pytest.raises(ValueError, match=r"pruner 'gmp': hyperparameter 'target' .* got 1.5"):
+        config.Phase(epochs=1, lr=1e-3, pruner={**GMP, "target": 1.5})
+    with pytest.raises(ValueError, match=r"pruner 'dns': hyperparameter 'gamma' .* got -1"):
+        config.Phase(epochs=1, lr=1e-3, pruner={"algorithm": "dns", "gamma": -1, "iter_stop": 0.75})
     with pytest.raises(ValueError, match="names its algorithm"):
         config.Phase(epochs=1, lr=1e-3, pruner={"target": 0.9})
     with pytest.raises(ValueError, match="init_masks trains them fixed"):

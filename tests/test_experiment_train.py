@@ -51,6 +51,8 @@ def test_a_run_trains_evaluates_appends_a_row_and_is_not_run_twice(job, tfds_dir
         ["--batch-size", "0"],
         ["--lr", "nan"],
         ["--weight-decay", "inf"],
+        ["--target", "1.5"],
+        ["--target", "nan"],
         ["--prune", "magic"],
     ],
 )

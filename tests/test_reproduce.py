@@ -27,12 +27,15 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
     reproduce, tfds_dir, tmp_path, capsys
 ):
     out = tmp_path / "repro.jsonl"
+    foreign = {"key": "0123456789abcdef", "sweep": "mnist-frontier", "method": "gmp"}
+    results.append_jsonl(out, foreign)  # another script's row in the same file is left alone
     argv = ["origin-example", "--quick", "--seeds", "2", "--out", str(out)]
     summary = reproduce.main([*argv, "--data-dir", str(tfds_dir)])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary
     assert set(last) >= {"recipe", "test_error", "test_error_std", "compression", "seeds", "wall_s"}
-    rows = results.read_jsonl(out)
+    foreign_row, *rows = results.read_jsonl(out)
+    assert foreign_row == foreign
     assert [r["seed"] for r in rows] == [0, 1] and last["seeds"] == 2
     for row in rows:
         assert row["key"] == config.run_key(config.from_dict(row["config"]), row["seed"], test=True)
@@ -49,9 +52,9 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
 
     # A rerun finds both seeds done and trains nothing; a third seed is added.
     reproduce.main([*argv, "--data-dir", str(tfds_dir)])
-    assert len(results.read_jsonl(out)) == 2
+    assert len(results.read_jsonl(out)) == 3
     reproduce.main([*argv[:-3], "3", "--out", str(out), "--data-dir", str(tfds_dir)])
-    assert [r["seed"] for r in results.read_jsonl(out)] == [0, 1, 2]
+    assert [r.get("seed") for r in results.read_jsonl(out)] == [None, 0, 1, 2]
 
 
 def test_every_recipe_is_listed(reproduce, capsys):

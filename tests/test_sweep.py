@@ -307,6 +307,10 @@ def test_a_sweep_killed_mid_run_resumes_with_every_row_once(tiny, tmp_path, tfds
             "backend 'tpu' is not available here; available: cpu",
         ),
         (["mnist-frontier", "--shard", "2/2"], "--shard must be I/N"),
+        (
+            ["mnist-frontier", "--set", "prune.target=0.9,1.5"],
+            r"pruner 'gmp': hyperparameter 'target' must be a finite number in \[0, 1\], got 1.5",
+        ),
     ],
 )
 def test_the_command_line_names_what_is_valid(cli, argv, message, tfds_dir):

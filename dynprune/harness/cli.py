@@ -13,7 +13,14 @@ from pathlib import Path
 
 from dynprune.harness import checkpoint
 
-__all__ = ["add_checkpoint_arguments", "checkpoint_options", "finite", "positive", "stops"]
+__all__ = [
+    "add_checkpoint_arguments",
+    "checkpoint_options",
+    "finite",
+    "fraction",
+    "positive",
+    "stops",
+]
 
 
 def positive(text: str) -> int:
@@ -29,6 +36,14 @@ def finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a float in [0, 1] (a target sparsity)."""
+    value = finite(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
 
 

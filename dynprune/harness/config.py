@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from dynprune import algorithms
+from dynprune import algorithms, checks
 from dynprune.harness import data, models, results
 
 __all__ = [
@@ -247,6 +247,14 @@ def _check_pruner(spec: Mapping[str, Any]) -> None:
     unknown = sorted(set(spec) - {"algorithm"} - set(valid))
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown} for {name!r}; valid arguments: {valid}")
+    # Hyperparameter values are checked now, by name, before anything trains.
+    values = {
+        k: v for k, v in spec.items() if k in checks.RANGES and k not in algorithms.STEP_ARGUMENTS
+    }
+    try:
+        checks.hyperparams(values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"pruner {name!r}: {err}") from None
 
 
 def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
