@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,13 +33,16 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
     argv = ["origin-example", "--quick", "--seeds", "2", "--out", str(out)]
     summary = reproduce.main([*argv, "--data-dir", str(tfds_dir)])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last == summary
-    assert set(last) >= {"recipe", "test_error", "test_error_std", "compression", "seeds", "wall_s"}
+    assert last == summary and last["mode"] == "exploration"
+    assert set(last) >= {"recipe", "val_error", "val_error_std", "compression", "seeds", "wall_s"}
+    assert "test_error" not in last
     foreign_row, *rows = results.read_jsonl(out)
     assert foreign_row == foreign
     assert [r["seed"] for r in rows] == [0, 1] and last["seeds"] == 2
-    for row in rows:
-        assert row["key"] == config.run_key(config.from_dict(row["config"]), row["seed"], test=True)
+    for row in rows:  # exploration: the test set is never evaluated
+        run = config.from_dict(row["config"])
+        assert row["key"] == config.run_key(run, row["seed"], test=False, mode="exploration")
+        assert row["mode"] == "exploration" and not [k for k in row if "test_error" in k]
         assert row["compression"] == pytest.approx(row["params"] / row["nonzeros"])
         kernels = [v for k, v in row["layers"].items() if k.endswith("kernel")]
         assert row["weights_compression"] == pytest.approx(
@@ -46,7 +50,7 @@ def test_quick_recipe_appends_rows_resumes_and_prints_summary(
         )
         assert row["params"] == 101_770 and 0 < row["nonzeros"] < row["params"]
         assert row["flops_effective"] < row["flops_dense"]
-        assert "before_finetune_test_error" in row and "dense_test_error" in row
+        assert "before_finetune_val_error" in row and "dense_val_error" in row
     table = out.with_suffix(".md").read_text()
     assert "| recipe |" in table
 
@@ -72,9 +76,84 @@ def test_the_committed_rows_are_keyed_by_their_config_data():
     rows = results.read_jsonl(root / "experiments/results/reproductions.jsonl")
     for row in rows:
         run = config.from_dict(row["config"])
-        assert row["key"] == config.run_key(run, row["seed"], test=True)
+        test = row.get("mode") != "exploration"
+        assert row["key"] == config.run_key(run, row["seed"], test=test, mode=row.get("mode"))
     loaded = recipes.load(root / "experiments/recipes.json")
     for name, recipe in loaded.items():
-        assert len(recipes.rows_of(rows, name, recipe)) == recipe.seeds, name
+        final = recipes.rows_of(rows, name, recipe)
+        before = recipes.rows_of(rows, name, recipe, mode=recipes.PRE_PROTOCOL)
+        assert len(final or before) == recipe.seeds, name
     table = recipes.format_table(rows, loaded)
     assert table == (root / "experiments/results/reproductions.md").read_text()
+
+
+def test_the_interval_is_the_sample_std_and_student_t():
+    mean, s, half = recipes.interval([1.12, 0.99, 1.03])
+    # by hand: mean 1.0467, deviations 0.0733, -0.0567, -0.0167; s = sqrt(0.008867 / 2)
+    assert mean == pytest.approx(1.046667, abs=1e-6)
+    assert s == pytest.approx(0.066583, abs=1e-6)
+    assert half == pytest.approx(4.303 * 0.066583 / 3**0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="needs 2 to 31 values"):
+        recipes.interval([1.0])
+
+
+def test_the_table_shows_final_rows_or_marks_rows_from_before_the_protocol():
+    recipe = recipes.load(Path(__file__).resolve().parents[1] / "experiments/recipes.json")
+    name = "lenet300-han"
+    current = config.to_dict(recipe[name].run)
+    row = lambda mode, seed, error: {
+        "key": f"{mode}{seed}",
+        "recipe": name,
+        "config": current,
+        "seed": seed,
+        "mode": mode,
+        "test_error": error,
+        "val_error": 0.02,
+        "compression": 12.0,
+        "weights_compression": 12.2,
+        "wall_s": 60.0,
+    }
+    old = [{k: v for k, v in row(None, s, 0.012).items() if k != "mode"} for s in range(3)]
+    table = recipes.format_table(old, {name: recipe[name]})
+    assert f"`{name}` †" in table and "1.20% ± 0.00" in table
+    final = [row("final", s, e) for s, e in enumerate([0.0112, 0.0099, 0.0103])]
+    unlocked = [row("unlocked", s, 0.001) for s in range(3)]
+    table = recipes.format_table(old + final + unlocked, {name: recipe[name]})
+    assert "†" not in table and "1.05% ± 0.07 | 0.88–1.21%" in table
+
+
+def init_repo(path: Path) -> None:
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "recipes"],
+    ):
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+
+def test_final_mode_refuses_a_modified_recipe_and_undeclared_seeds(tmp_path):
+    source = Path(__file__).resolve().parents[1] / "experiments/recipes.json"
+    path = tmp_path / "recipes.json"
+    path.write_text(source.read_text())
+    init_repo(tmp_path)
+    differs = lambda problems: any("differs from the committed" in p for p in problems)
+    assert not differs(recipes.lock_problems(path, "lenet300-han", range(3)))
+    assert any(
+        "not among the 3 declared" in p
+        for p in recipes.lock_problems(path, "lenet300-han", range(2, 4))
+    )
+    values = json.loads(path.read_text())
+    values["lenet300-han"]["run"]["prune"]["lr"] = 0.002  # changed after the fact
+    path.write_text(json.dumps(values))
+    assert differs(recipes.lock_problems(path, "lenet300-han", range(3)))
+    assert not differs(recipes.lock_problems(path, "lenet300-dns", range(3)))  # others unchanged
+
+
+def test_final_mode_flags(reproduce, capsys):
+    for argv, message in (
+        (["origin-example", "--unlocked"], "--unlocked only qualifies --final"),
+        (["origin-example", "--final", "--quick"], "--quick runs are exploration"),
+    ):
+        with pytest.raises(SystemExit):
+            reproduce.main(argv)
+        assert message in capsys.readouterr().err

@@ -202,10 +202,12 @@ def _build(cls: type, values: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def run_key(config: RunConfig, seed: int, *, test: bool) -> str:
+def run_key(config: RunConfig, seed: int, *, test: bool, mode: str | None = None) -> str:
     """The key of one run: a hash of its canonical data (config, seed, whether test error is
-    computed). Equal data give equal keys in any process, on any machine."""
-    return results.run_key({"config": to_dict(config), "seed": seed, "test": test})
+    computed, and the protocol mode if one is given, e.g. ``"final"``). Equal data give equal
+    keys in any process, on any machine."""
+    data = {"config": to_dict(config), "seed": seed, "test": test}
+    return results.run_key(data if mode is None else {**data, "mode": mode})
 
 
 def pruner_arguments(spec: Mapping[str, Any], *, steps: int, per_epoch: int) -> dict[str, Any]:

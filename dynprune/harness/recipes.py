@@ -1,11 +1,17 @@
 """Named reproductions of published results: a run config with the paper's number beside it.
 
-Recipes are data (``experiments/configs/reproductions.json``): each names a
+Recipes are data (``experiments/recipes.json``): each names a
 :class:`~dynprune.harness.config.RunConfig`, the published result it is compared with, the
 target, the number of seeds, and a description. Their rows are those of
 ``experiments/reproduce.py``; :func:`rows_of` picks a recipe's rows (its current
 configuration; earlier configurations keep their rows under their own keys) and
 :func:`format_table` renders the comparison.
+
+The protocol (the test set is locked): a row's ``mode`` is ``"exploration"`` (validation
+error only), ``"final"`` (test error, for a recipe committed unchanged and run on the seeds it
+declares: :func:`lock_problems` finds none) or ``"unlocked"`` (test error without those
+checks: never in the table). Rows from before the protocol have no mode; the table shows them,
+marked, only where a recipe has no final rows yet.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +30,16 @@ import numpy as np
 from dynprune.harness import config as config_lib
 from dynprune.harness.config import RunConfig
 
-__all__ = ["Recipe", "format_table", "load", "rows_of", "write_atomically"]
+__all__ = [
+    "PRE_PROTOCOL",
+    "Recipe",
+    "format_table",
+    "interval",
+    "load",
+    "lock_problems",
+    "rows_of",
+    "write_atomically",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,54 +63,126 @@ class Recipe:
 
 def load(path: str | os.PathLike) -> dict[str, Recipe]:
     """The recipes of a JSON file ``{name: {"run": {...}, "published": ..., ...}}``."""
-    recipes = {}
-    for name, values in json.loads(Path(path).read_text()).items():
-        values = dict(values)
-        try:
-            run = config_lib.from_dict(values.pop("run"))
-            recipes[name] = Recipe(run=run, **values)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: recipe {name!r}: {err}") from None
-    return recipes
+    try:
+        return {n: _parse(n, v) for n, v in json.loads(Path(path).read_text()).items()}
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _parse(name: str, values: Mapping[str, Any]) -> Recipe:
+    values = dict(values)
+    try:
+        return Recipe(run=config_lib.from_dict(values.pop("run")), **values)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"recipe {name!r}: {err}") from None
+
+
+PRE_PROTOCOL = None  # the mode of rows written before the protocol existed
+
+# Two-sided 95% quantiles of Student's t, t_{0.975, df}, for df = 1 … 30.
+T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 def rows_of(
-    rows: Sequence[Mapping[str, Any]], name: str, recipe: Recipe
+    rows: Sequence[Mapping[str, Any]], name: str, recipe: Recipe, *, mode: str | None = "final"
 ) -> list[Mapping[str, Any]]:
-    """The rows of recipe ``name`` in its current configuration, one per key."""
+    """The rows of recipe ``name`` in its current configuration and in ``mode``
+    (:data:`PRE_PROTOCOL` for rows without one), one per key."""
     current = config_lib.to_dict(recipe.run)
     seen: set[str] = set()
     mine = []
     for row in rows:
-        if row.get("recipe") == name and row.get("config") == current and row["key"] not in seen:
+        if (
+            row.get("recipe") == name
+            and row.get("config") == current
+            and row.get("mode") == mode
+            and row["key"] not in seen
+        ):
             seen.add(row["key"])
             mine.append(row)
     return mine
 
 
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, sample std s with ddof 1, half-width of the 95% t-interval t_{0.975, n−1}·s/√n).
+
+    Examples:
+      >>> [round(x, 4) for x in interval([1.0, 2.0, 3.0])]
+      [2.0, 1.0, 2.4841]
+    """
+    x = np.asarray(values, np.float64)
+    if not 2 <= len(x) <= len(T_975) + 1:
+        raise ValueError(f"a t-interval needs 2 to {len(T_975) + 1} values, got {len(x)}")
+    s = float(x.std(ddof=1))
+    return float(x.mean()), s, T_975[len(x) - 2] * s / np.sqrt(len(x))
+
+
+def lock_problems(path: str | os.PathLike, name: str, seeds: range) -> list[str]:
+    """Why recipe ``name`` of the recipes file at ``path`` may not run in final mode now
+    (empty: it may): the recipe must be committed unchanged (its data equal to the committed
+    file's at ``HEAD``), the library must have no uncommitted changes, and ``seeds`` must lie
+    within the seeds the recipe declares."""
+    path = Path(path).resolve()
+    recipe = load(path)[name]
+    problems = []
+    git = lambda *args: subprocess.run(
+        ["git", *args], cwd=path.parent, capture_output=True, text=True, timeout=30
+    )
+    root = git("rev-parse", "--show-toplevel")
+    if root.returncode:
+        return [f"{path} is not in a git checkout: the recipe cannot be shown to be committed"]
+    relative = path.relative_to(Path(root.stdout.strip()).resolve()).as_posix()
+    shown = git("show", f"HEAD:{relative}")
+    committed = json.loads(shown.stdout).get(name) if shown.returncode == 0 else None
+    if committed is None or _parse(name, committed) != recipe:
+        problems.append(f"recipe {name!r} differs from the committed {relative} (commit it first)")
+    library = Path(__file__).resolve().parents[1]
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+        cwd=library,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if status.returncode or status.stdout.strip():
+        problems.append(f"{library} has uncommitted changes or is not in a git checkout")
+    if seeds.start < 0 or seeds.stop > recipe.seeds:
+        problems.append(
+            f"seeds {seeds.start}..{seeds.stop - 1} are not among the {recipe.seeds} declared"
+        )
+    return problems
+
+
 def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe]) -> str:
-    """Markdown table: per recipe (current configuration), test error mean ± std (ddof 0) and
-    mean validation error over seeds, next to the published numbers. Compression is given
+    """Markdown table: per recipe (current configuration), test error over seeds — mean,
+    sample std (ddof 1) and the 95% t-interval — the mean validation error, and compression
     over all parameters and over the pruned weights alone (the papers' per-layer tables leave
-    biases out)."""
+    biases out). Final rows only; a recipe without any shows its rows from before the
+    protocol, marked †."""
     lines = [
-        "| recipe | net | published | target | test error (mean ± std) | validation error "
-        "| compression | weights only | seeds | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | net | published | target | test error (mean ± s) | 95% interval "
+        "| validation error | compression | weights only | seeds | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, recipe in recipes.items():
-        mine = rows_of(rows, name, recipe)
+        mine, mark = rows_of(rows, name, recipe), ""
+        if not mine:
+            mine, mark = rows_of(rows, name, recipe, mode=PRE_PROTOCOL), " †"
         if not mine:
             continue
-        err = 100 * np.array([r["test_error"] for r in mine])
+        mean, s, half = interval([100 * r["test_error"] for r in mine])
         val = 100 * np.mean([r["val_error"] for r in mine])
         comp = np.mean([r["compression"] for r in mine])
         weights = np.mean([r["weights_compression"] for r in mine])
         wall = np.mean([r["wall_s"] for r in mine])
         lines.append(
-            f"| `{name}` | {recipe.run.model} | {recipe.published} | {recipe.target} | "
-            f"{err.mean():.2f}% ± {err.std():.2f} | {val:.2f}% | {comp:.1f}x | {weights:.1f}x | "
-            f"{len(mine)} | {wall:.0f} |"
+            f"| `{name}`{mark} | {recipe.run.model} | {recipe.published} | {recipe.target} | "
+            f"{mean:.2f}% ± {s:.2f} | {mean - half:.2f}–{mean + half:.2f}% | {val:.2f}% | "
+            f"{comp:.1f}x | {weights:.1f}x | {len(mine)} | {wall:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
