@@ -120,6 +120,8 @@ def test_the_table_shows_final_rows_or_marks_rows_from_before_the_protocol():
     unlocked = [row("unlocked", s, 0.001) for s in range(3)]
     table = recipes.format_table(old + final + unlocked, {name: recipe[name]})
     assert "†" not in table and "1.05% ± 0.07 | 0.88–1.21%" in table
+    one = recipes.format_table(final[:1], {name: recipe[name]})  # a first final seed
+    assert "| 1.12% | – |" in one
 
 
 def init_repo(path: Path) -> None:

@@ -174,14 +174,19 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
             mine, mark = rows_of(rows, name, recipe, mode=PRE_PROTOCOL), " †"
         if not mine:
             continue
-        mean, s, half = interval([100 * r["test_error"] for r in mine])
+        errors = [100 * r["test_error"] for r in mine]
+        if len(mine) > 1:
+            mean, s, half = interval(errors)
+            spread = f"{mean:.2f}% ± {s:.2f} | {mean - half:.2f}–{mean + half:.2f}%"
+        else:  # one seed so far: no spread to give
+            spread = f"{errors[0]:.2f}% | –"
         val = 100 * np.mean([r["val_error"] for r in mine])
         comp = np.mean([r["compression"] for r in mine])
         weights = np.mean([r["weights_compression"] for r in mine])
         wall = np.mean([r["wall_s"] for r in mine])
         lines.append(
             f"| `{name}`{mark} | {recipe.run.model} | {recipe.published} | {recipe.target} | "
-            f"{mean:.2f}% ± {s:.2f} | {mean - half:.2f}–{mean + half:.2f}% | {val:.2f}% | "
+            f"{spread} | {val:.2f}% | "
             f"{comp:.1f}x | {weights:.1f}x | {len(mine)} | {wall:.0f} |"
         )
     return "\n".join(lines) + "\n"
