@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -112,13 +113,13 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
 
     Examples:
       >>> [round(x, 4) for x in interval([1.0, 2.0, 3.0])]
-      [2.0, 1.0, 2.4841]
+      [2.0, 1.0, 2.4843]
     """
     x = np.asarray(values, np.float64)
     if not 2 <= len(x) <= len(T_975) + 1:
         raise ValueError(f"a t-interval needs 2 to {len(T_975) + 1} values, got {len(x)}")
     s = float(x.std(ddof=1))
-    return float(x.mean()), s, T_975[len(x) - 2] * s / np.sqrt(len(x))
+    return float(x.mean()), s, T_975[len(x) - 2] * s / math.sqrt(len(x))
 
 
 def lock_problems(path: str | os.PathLike, name: str, seeds: range) -> list[str]:
