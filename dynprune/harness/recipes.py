@@ -53,6 +53,12 @@ class Recipe:
       target: what the reproduction aims at.
       seeds: seeds 0 … seeds − 1 (declared in advance).
       description: one line on the recipe.
+      baseline: the recipe of the dense model this one is compared with (same net, same
+        protocol), or ``None``.
+      published_error: the published test error in percent, or ``None`` (no number to
+        compare with).
+      published_compression: the published compression over the pruned weights alone (the
+        papers' counting), or ``None``.
     """
 
     run: RunConfig
@@ -60,6 +66,9 @@ class Recipe:
     target: str
     seeds: int = 3
     description: str = ""
+    baseline: str | None = None
+    published_error: float | None = None
+    published_compression: float | None = None
 
 
 def load(path: str | os.PathLike) -> dict[str, Recipe]:
