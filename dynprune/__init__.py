@@ -33,6 +33,7 @@ from dynprune.transform import (
     masks_of,
     prune,
     set_hyperparams,
+    update_schedule,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "stats",
     "summary",
     "tree",
+    "update_schedule",
 ]

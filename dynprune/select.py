@@ -67,68 +67,88 @@ def _locate(hist: jax.Array, rank: jax.Array) -> tuple[jax.Array, jax.Array]:
     return row * within.shape[0] + col, within_cum[col] - within[col]
 
 
-def _histogram(index: jax.Array, segments: int) -> jax.Array:
-    """Counts of ``index`` (segment · 2^16 + digit; out-of-range ignored), as [S, 2^16]."""
-    hist = jnp.zeros(segments * _BINS, jnp.int32).at[index].add(1, mode="drop")
+def _histogram(indices: Sequence[jax.Array], segment_of: Sequence[int], segments: int) -> jax.Array:
+    """Counts, as [S, 2^16], of each array's digit indices (out-of-range ones ignored) in
+    its segment's row: one scatter-add per array into one shared histogram."""
+    hist = jnp.zeros(segments * _BINS, jnp.int32)
+    for index, s in zip(indices, segment_of, strict=True):
+        hist = hist.at[index + s * _BINS].add(1, mode="drop")
     return hist.reshape(segments, _BINS)
 
 
 def _kth(
-    keys: jax.Array,
-    valid: jax.Array,
-    spread: Callable[[jax.Array], jax.Array],
+    keys: Sequence[jax.Array],
+    valid: Sequence[jax.Array | None],
+    segment_of: Sequence[int],
     rank: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """Per segment s: the rank[s]-th smallest valid key T[s] (rank >= 1) and #valid keys < T[s].
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per segment s: the rank[s]-th smallest valid key T[s] (rank >= 1), the number of
+    valid keys < T[s], and the number equal to T[s].
 
-    ``keys`` and ``valid`` are flat, one entry per element; ``spread`` turns one value per
-    segment into one per element. Two radix passes of 16 bits; one scatter-add per pass
-    covers every segment.
+    ``keys`` are flat ``uint32`` arrays, each in segment ``segment_of[i]``; ``valid[i]`` masks
+    them (``None``: all valid). Two radix passes of 16 bits; each pass is one scatter-add
+    per array, and the per-segment searches are vectorised.
     """
     n_segments = rank.shape[0]
-    outside = n_segments * _BINS
-    base = spread(jnp.arange(n_segments, dtype=jnp.int32) * _BINS)
-    high = (keys >> _DIGIT_BITS).astype(jnp.int32)
-    hist = _histogram(jnp.where(valid, base + high, outside), n_segments)
+    never = jnp.int32(n_segments * _BINS)  # an index the scatter drops
+
+    def digits(shift: int, within: Callable[[int, jax.Array], jax.Array]) -> list[jax.Array]:
+        return [
+            jnp.where(within(i, key), ((key >> shift) & (_BINS - 1)).astype(jnp.int32), never)
+            for i, key in enumerate(keys)
+        ]
+
+    def is_valid(i: int, key: jax.Array) -> jax.Array:
+        return jnp.ones(key.shape, bool) if valid[i] is None else valid[i]
+
+    hist = _histogram(digits(_DIGIT_BITS, is_valid), segment_of, n_segments)
     hi_bin, before_hi = jax.vmap(_locate)(hist, rank)
-    low = (keys & jnp.uint32(_BINS - 1)).astype(jnp.int32)
-    in_bin = valid & (high == spread(hi_bin))
-    hist = _histogram(jnp.where(in_bin, base + low, outside), n_segments)
+    hi = [hi_bin[s].astype(jnp.uint32) for s in segment_of]
+    in_bin = lambda i, key: is_valid(i, key) & ((key >> _DIGIT_BITS) == hi[i])
+    hist = _histogram(digits(0, in_bin), segment_of, n_segments)
     lo_bin, before_lo = jax.vmap(_locate)(hist, rank - before_hi)
     threshold = (hi_bin.astype(jnp.uint32) << _DIGIT_BITS) | lo_bin.astype(jnp.uint32)
-    return threshold, before_hi + before_lo
+    equal = jnp.take_along_axis(hist, lo_bin[:, None], axis=1)[:, 0]
+    return threshold, before_hi + before_lo, equal
 
 
 def _drop(scores: Sequence[jax.Array], k: jax.Array, segment_of: list[int]) -> list[jax.Array]:
     """Keep-masks dropping exactly k[s] lowest entries of each segment s.
 
-    Ties at the k-th key T are resolved by a second radix select, over the positions of the
-    entries equal to T: the need-th smallest position P is found, and entries equal to T
-    at positions <= P are dropped too.
+    Entries with key below the k-th key T are dropped. If more entries equal T than are
+    still to drop (``need``), the ties are resolved by a second radix select over the
+    positions of the entries equal to T (under ``lax.cond``: only when some segment has
+    such ties): the need-th smallest position P is found, and entries equal to T at
+    positions <= P are dropped too. Positions run through each segment's arrays in order.
     """
-    sizes = [int(jnp.size(x)) for x in scores]
-
-    def spread(per_segment: jax.Array) -> jax.Array:
-        # Broadcasts of static slices, not a gather: XLA:CPU gathers per element are slow.
-        if len(per_segment) == 1:
-            return jnp.broadcast_to(per_segment[0], (sum(sizes),))
-        return jnp.concatenate(
-            [jnp.broadcast_to(per_segment[s], (n,)) for n, s in zip(sizes, segment_of, strict=True)]
-        )
-
-    keys = jnp.concatenate([order_keys(x).reshape(-1) for x in scores])
-    threshold, below = _kth(keys, jnp.ones(keys.shape, bool), spread, jnp.maximum(k, 1))
+    keys = [order_keys(x).reshape(-1) for x in scores]
+    threshold, below, equal = _kth(keys, [None] * len(keys), segment_of, jnp.maximum(k, 1))
     need = jnp.where(k > 0, k - below, 0)
-    cut = spread(threshold)
-    equal = keys == cut
-    position = lax.iota(jnp.uint32, keys.size)
-    last_tie, _ = _kth(position, equal, spread, jnp.maximum(need, 1))
-    tie_dropped = equal & spread(need > 0) & (position <= spread(last_tie))
-    dropped = (keys < cut) | tie_dropped
-    kept, start = [], 0
-    for x, n in zip(scores, sizes, strict=True):
-        kept.append(~dropped[start : start + n].reshape(jnp.shape(x)))
-        start += n
+    cut = [threshold[s] for s in segment_of]
+    ties = [key == c for key, c in zip(keys, cut, strict=True)]
+
+    def last_tie(ties: list[jax.Array]) -> jax.Array:
+        offsets, seen = [], {}
+        for key, s in zip(keys, segment_of, strict=True):
+            offsets.append(seen.get(s, 0))
+            seen[s] = offsets[-1] + key.size
+        position = [
+            lax.iota(jnp.uint32, key.size) + jnp.uint32(o)
+            for key, o in zip(keys, offsets, strict=True)
+        ]
+        found, _, _ = _kth(position, ties, segment_of, jnp.maximum(need, 1))
+        return found
+
+    def all_ties(ties: list[jax.Array]) -> jax.Array:
+        return jnp.full(need.shape, jnp.uint32(0xFFFFFFFF))
+
+    last = lax.cond(jnp.any((equal > need) & (need > 0)), last_tie, all_ties, ties)
+    kept, seen = [], {}
+    for x, key, tie, c, s in zip(scores, keys, ties, cut, segment_of, strict=True):
+        position = lax.iota(jnp.uint32, key.size) + jnp.uint32(seen.get(s, 0))
+        seen[s] = seen.get(s, 0) + key.size
+        dropped = (key < c) | (tie & (need[s] > 0) & (position <= last[s]))
+        kept.append(~dropped.reshape(jnp.shape(x)))
     return kept
 
 

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -59,6 +60,7 @@ __all__ = [
     "masks_of",
     "prune",
     "set_hyperparams",
+    "update_schedule",
 ]
 
 
@@ -109,15 +111,30 @@ def reset_pruned_moments(inner_state: PyTree, mask_tree: PyTree, params: PyTree)
 
 
 def prune(
-    inner: optax.GradientTransformation, pruner: Pruner, *, seed: int = 0
+    inner: optax.GradientTransformation,
+    pruner: Pruner,
+    *,
+    seed: int = 0,
+    update_masks: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that ``pruner``'s masks are maintained and applied at every step.
+
+    Two programs, one state. With ``update_masks=True`` each update asks the pruner's
+    cadence and recomputes the masks under ``lax.cond``: one jitted step serves every
+    step. With ``update_masks=False`` the masks are applied but never recomputed, and no
+    branch is compiled: XLA:CPU pays for an untaken branch by its size (about 5% of a
+    LeNet-300-100 step and 30% of a 4M-weight MLP's, ``experiments/bench.py``), so a host
+    loop that knows the cadence (:func:`dynprune.update_schedule`) runs this one on the
+    steps where it does not fire and the first on the others. Both build the same
+    :class:`PruneState`.
 
     Args:
       inner: any optax transformation (e.g. ``optax.adam(1e-3)``, a chain, or an
         ``inject_hyperparams`` one).
       pruner: the algorithm, e.g. ``dp.algorithms.gmp(target=0.9, begin=0, end=5000)``.
       seed: seeds the PRNG key kept in the state (random pruning, SET regrowth, DNS).
+      update_masks: False: keep the state's masks on every step (the pruner's ``observe``
+        still runs).
 
     Returns:
       A transformation whose state is a :class:`PruneState`.
@@ -185,8 +202,11 @@ def prune(
         def keep(ctx: Context) -> tuple[PyTree, Any, PyTree]:
             return ctx.masks, ctx.aux, ctx.params
 
-        updating = pruner.should_update(ctx)
-        new_masks, aux, target = lax.cond(updating, recompute, keep, ctx)
+        if update_masks:
+            updating = pruner.should_update(ctx)
+            new_masks, aux, target = lax.cond(updating, recompute, keep, ctx)
+        else:
+            new_masks, aux, target = keep(ctx)
 
         inner_state = state.inner_state
         if not pruner.soft:
@@ -194,7 +214,7 @@ def prune(
         masked_grads = not (pruner.soft and pruner.update_pruned)
         inner_grads = masks_lib.apply_masks(grads, new_masks) if masked_grads else grads
         inner_updates, inner_state = inner.update(inner_grads, inner_state, params, **extra_args)
-        if pruner.rewind is not None:  # a rewinding step discards its gradient and history
+        if pruner.rewind is not None and update_masks:  # a rewind discards gradient and history
             inner_state = _zero_where(updating, inner_state, params)
             inner_updates = jax.tree.map(
                 lambda u, t, w: jnp.where(updating, t - w, u), inner_updates, target, params
@@ -399,3 +419,72 @@ def masked_params(params: PyTree, opt_state: Any) -> PyTree:
     gradient with respect to w is dense, which RigL and DNS use.
     """
     return masks_lib.apply_masks(params, masks_of(opt_state), straight_through=True)
+
+
+class _Unknown:
+    """Stands for what a cadence may not read: the step's arrays are not known in advance."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise _CadenceReadsState(self._field)
+
+    __getattr__ = __getitem__ = __iter__ = __array__ = __jax_array__ = _refuse
+
+
+class _CadenceReadsState(ValueError):
+    pass
+
+
+def update_schedule(pruner: Pruner, opt_state: Any, steps: int | range) -> np.ndarray:
+    """Which of ``steps`` the pruner's cadence recomputes the masks on, known in advance.
+
+    Evaluates ``pruner.should_update`` for every step t of ``steps`` (an int n: 0 … n − 1)
+    on what the transform would give it at t: the step, the key ``fold_in(key, t)`` and
+    the hyperparameters held in ``opt_state``. A host loop runs the
+    ``update_masks=False`` step (:func:`prune`) where this is False. A stacked
+    (``vmap``-ped) state gives one row per point.
+
+    Args:
+      pruner: the pruner the state was built with.
+      opt_state: an optimizer state holding its :class:`PruneState`.
+      steps: the step counts, as the state's ``count`` will hold them.
+
+    Returns:
+      A bool NumPy array: ``[len(steps)]``, or ``[K, len(steps)]`` for K stacked states.
+
+    Raises:
+      ValueError: if the cadence reads the parameters, gradients, masks or the pruner's
+        state (then only the ``lax.cond`` step can follow it).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> pruner = dp.algorithms.gmp(target=0.9, begin=2, end=8, every=3)
+      >>> state = dp.prune(optax.sgd(0.1), pruner).init({"w": jnp.ones((4, 4))})
+      >>> dp.update_schedule(pruner, state, 10).nonzero()[0].tolist()
+      [2, 5, 8]
+    """
+    state = find_state(opt_state)
+    steps = range(steps) if isinstance(steps, int) else steps
+    t = jnp.asarray(np.arange(steps.start, steps.stop, steps.step, dtype=np.int32))
+    unknown = {f: _Unknown(f) for f in ("params", "grads", "masks", "aux")}
+
+    def due(key: jax.Array, hyperparams: dict[str, jax.Array]) -> jax.Array:
+        def at(step: jax.Array) -> jax.Array:
+            ctx = Context(
+                **unknown, step=step, hyperparams=hyperparams, key=jax.random.fold_in(key, step)
+            )
+            return jnp.broadcast_to(pruner.should_update(ctx), ())
+
+        return jax.vmap(at)(t)
+
+    try:
+        if jnp.ndim(state.count) == 0:
+            return np.asarray(due(state.key, state.hyperparams))
+        return np.asarray(jax.vmap(due)(state.key, state.hyperparams))
+    except _CadenceReadsState as err:
+        raise ValueError(
+            f"this pruner's cadence reads ctx.{err.args[0]}, so its update steps are not "
+            "known in advance: use the update_masks=True step on every step"
+        ) from None

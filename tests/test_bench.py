@@ -62,20 +62,29 @@ def test_idle_pruner_never_fires_and_every_step_pruner_always_does(bench):
 
 @pytest.mark.slow
 def test_quick_json_has_every_key_and_sane_values(bench, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "MLP4M_SHAPES", ((256, 256),))
+    monkeypatch.setattr(bench, "MLP4M_SHAPES", ((784, 64), (64, 10)))
     bench.main(["--quick", "--json", "--reps", "2"])
 
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(bench.REQUIRED_KEYS) <= set(result)
     for key in bench.RATIO_KEYS:
-        assert math.isfinite(result[key]) and result[key] > 0, key
+        values = result[key].values() if isinstance(result[key], dict) else [result[key]]
+        assert all(math.isfinite(v) and v > 0 for v in values), key
+    assert set(result["step_overhead_ratio"]) == set(bench.MODELS)
+    assert set(result["step_overhead_ratio_one_program"]) == set(bench.MODELS)
+    assert set(result["mask_update_ratio"]) == {
+        "lenet300/global",
+        "lenet300/layer",
+        "mlp4m/global",
+        "mlp4m/layer",
+    }
     assert result["compiles_across_sweep"] == 1 and result["sweep_exact"]
     assert result["sweep_final_sparsities"] == pytest.approx(list(bench.SWEEP_TARGETS), abs=1e-4)
     assert result["sweep_compiles"] == 1 and result["vmap_points"] == bench.VMAP_POINTS
     assert math.isfinite(result["vmap_throughput_ratio"]) and result["vmap_throughput_ratio"] > 0
-    assert result["wrapped_updates_in_window"] == 0
-    assert result["update_step_sparsity"] == pytest.approx(0.9, abs=1e-5)
+    assert set(result["update_step_sparsity"]) == set(result["mask_update_ratio"])
+    assert all(v == pytest.approx(0.9, abs=1e-5) for v in result["update_step_sparsity"].values())
     assert result["gmp_run_updates"] == 3 and result["gmp_run_final_sparsity"] == pytest.approx(0.9)
-    assert result["select_weights_4m"] == 256 * 256
+    assert result["select_weights_4m"] == 784 * 64 + 64 * 10
     assert set(result["targets_met"]) == set(bench.TARGETS)
     assert result["backend"] == "cpu" and result["reps"] == 2 and result["quick"] is True

@@ -5,6 +5,7 @@ import json
 import logging
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dynprune.harness import config, experiment, results
@@ -80,3 +81,23 @@ def test_a_hyperparameter_gone_bad_inside_jit_writes_no_row(splits, monkeypatch)
     monkeypatch.setattr(experiment._Points, "initial_states", corrupted)
     with pytest.raises(ValueError, match=r"out of range or NaN inside the jitted step.*1\.5"):
         experiment.run(TINY, 0, splits=splits)
+
+
+def test_a_wrong_schedule_is_caught_not_trained_through(splits, monkeypatch):
+    """The step that keeps the masks checks the cadence itself: if the schedule it was chosen
+    by missed an update, the run stops with an error naming the step (no row)."""
+    gmp = dataclasses.replace(
+        TINY,
+        prune=config.Phase(
+            epochs=1,
+            lr=3e-3,
+            pruner={"algorithm": "gmp", "target": 0.5, "begin": 3, "end": 6, "every": 1},
+        ),
+    )
+    # The cadence fires at 3 … 6; the ramp starts from 0, so the masks first change at 4.
+    assert [e["step"] for e in experiment.run(gmp, 0, splits=splits)["trace"]] == [4, 5, 6]
+    monkeypatch.setattr(
+        experiment.dp, "update_schedule", lambda pruner, state, steps: np.zeros(steps, bool)
+    )
+    with pytest.raises(RuntimeError, match="cadence fired at step 3"):
+        experiment.run(gmp, 0, splits=splits)

@@ -240,3 +240,74 @@ def test_state_lookup_errors():
     tx = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(0.5))
     with pytest.raises(ValueError, match=r"unknown hyperparameter.*'target'"):
         dp.set_hyperparams(tx.init(init_params()), sparsity=0.5)
+
+
+def _dns():
+    return dp.algorithms.dns({"fc1": 0.6, "default": 0.3}, gamma=0.05, power=1.0, iter_stop=25)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_update_schedule_is_the_steps_the_cadence_fires_on(stacked):
+    """DNS fires at random (a draw from the step's key against 1/(1 + γt)): the schedule
+    computed in advance matches the step where the transform's own count of updates grew,
+    for one state and for two stacked ones with other seeds and rates."""
+    pruner, params = _dns(), init_params()
+    txs = [dp.prune(optax.sgd(0.1), pruner, seed=s) for s in (0, 7)]
+    states = [tx.init(params) for tx in txs]
+    states[1] = dp.set_hyperparams(states[1], gamma=0.2)
+    step = jax.jit(lambda p, s: txs[0].update(jax.tree.map(jnp.ones_like, p), s, p)[1])
+    if stacked:
+        state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        step = jax.jit(jax.vmap(step, in_axes=(None, 0)))
+    else:
+        state = states[0]
+    due = dp.update_schedule(pruner, state, 30)
+    counts = []
+    for _ in range(30):
+        state = step(params, state)
+        counts.append(np.asarray(dp.find_state(state).aux.updates))
+    fired = np.diff(np.stack([np.zeros_like(counts[0]), *counts]), axis=0).T.astype(bool)
+    np.testing.assert_array_equal(due, fired.reshape(due.shape))
+    assert due.any() and not due.all()  # the test sees both kinds of step
+    assert not due[..., 25:].any()  # iter_stop
+    assert dp.update_schedule(pruner, state, range(30, 40)).shape == (*due.shape[:-1], 10)
+
+
+def test_two_programs_chosen_by_the_schedule_give_the_one_program_run():
+    """GMP through the step with the branch on due steps and the update_masks=False step on
+    the others: the same masks on every step, exact zeros, and the same weights as the run
+    through the one program; the step without the branch never changes the masks."""
+    pruner = dp.algorithms.gmp(target=0.8, begin=2, end=14, every=4)
+    tx = dp.prune(optax.adam(1e-2), pruner)
+    idle = dp.prune(optax.adam(1e-2), pruner, update_masks=False)
+    one, one_state, one_step = init_params(), None, make_step(tx)
+    two, idle_step = init_params(), make_step(idle)
+    one_state, two_state = tx.init(one), tx.init(two)
+    due = dp.update_schedule(pruner, two_state, 20)
+    assert due.nonzero()[0].tolist() == [2, 6, 10, 14]
+    for t in range(20):
+        one, one_state = one_step(one, one_state)
+        before = dp.masks_of(two_state)
+        two, two_state = (one_step if due[t] else idle_step)(two, two_state)
+        for (_, a), (_, b) in zip(
+            dp.tree.scored_leaves(dp.masks_of(one_state)),
+            dp.tree.scored_leaves(dp.masks_of(two_state)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        if not due[t]:
+            assert jax.tree.all(jax.tree.map(jnp.array_equal, before, dp.masks_of(two_state)))
+    assert kernel_zeros(two, "fc1") == reference.count_to_drop(0.8, 20 * 32)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_update_schedule_refuses_a_cadence_that_reads_the_step_arrays():
+    pruner = dp.Pruner(
+        init=lambda p, hp, key: (jax.tree.map(lambda x: jnp.ones(x.shape, bool), p), ()),
+        should_update=lambda ctx: jnp.sum(ctx.grads["w"]) > 0,
+        update=lambda ctx: (ctx.masks, ctx.aux),
+    )
+    state = dp.prune(optax.sgd(0.1), pruner).init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"reads ctx\.grads.*update_masks=True"):
+        dp.update_schedule(pruner, state, 5)

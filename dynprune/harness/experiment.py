@@ -13,7 +13,12 @@ in its state (a target sparsity, a threshold, DNS's rates) — with their seeds:
 
 Steps are cached per *group* (:meth:`Programs.step`): points whose configurations are equal up
 to state values share one compiled step, so a sweep of N targets compiles it once
-(:attr:`Programs.compiles`).
+(:attr:`Programs.compiles`). Each phase has two programs over the same state: the step that
+updates masks under the transform's ``lax.cond``, run only on the steps where some point's
+cadence fires (:func:`dynprune.update_schedule`, computed before the phase), and the step
+built with ``update_masks=False`` (no branch compiled: XLA:CPU pays for an untaken branch),
+run on all the others. The latter evaluates the cadence too and the phase stops with an error
+if it ever fires there.
 
 A row holds validation error (test error only when asked: the test set is for final runs),
 sparsity and compression (all parameters, biases included, ÷ nonzeros of w ⊙ m), per-layer
@@ -139,14 +144,22 @@ class Programs:
         return max((n for g, n in self.compiles.items() if g.startswith(prefix)), default=0)
 
     def step(
-        self, key: tuple[Any, ...], apply_fn: train.ApplyFn, tx: optax.GradientTransformation
+        self,
+        key: tuple[Any, ...],
+        apply_fn: train.ApplyFn,
+        tx: optax.GradientTransformation,
+        *,
+        pruner: dp.Pruner | None = None,
     ) -> Step:
         """The jitted step of group ``key`` = (group, phase, points, devices), built from ``tx``
-        the first time; its signature is ``(state, count, images, labels)``."""
+        the first time; its signature is ``(state, count, images, labels)``.
+
+        With ``pruner`` (``tx`` then built with ``update_masks=False``), the step that keeps
+        the masks, counted apart (``"group/phase/idle"``); its metrics say ``missed``: whether
+        the pruner's cadence fires at this step (which the caller must not let happen)."""
         if key not in self._steps:
-            self._steps[key] = _jitted_step(
-                apply_fn, tx, key[2], self.compiles, f"{key[0]}/{key[1]}"
-            )
+            name = f"{key[0]}/{key[1]}" + ("" if pruner is None else "/idle")
+            self._steps[key] = _jitted_step(apply_fn, tx, key[2], self.compiles, name, pruner)
         return self._steps[key]
 
     def eval_step(self, model: str, apply_fn: train.ApplyFn, *, masked: bool) -> Callable[..., Any]:
@@ -178,14 +191,30 @@ def _counted(step: Step) -> Step:
     return counted
 
 
+def _missed(step: Step, pruner: dp.Pruner) -> Step:
+    """The step (one that keeps the masks) with ``missed``: does the cadence fire here?"""
+
+    def idle(state: train.TrainState, images: jax.Array, labels: jax.Array):
+        prune_state = dp.find_state(state.opt_state)
+        key = jax.random.fold_in(prune_state.key, prune_state.count)
+        ctx = dp.Context(None, None, None, None, prune_state.count, prune_state.hyperparams, key)
+        state, metrics = step(state, images, labels)
+        metrics["missed"] = pruner.should_update(ctx)
+        return state, metrics
+
+    return idle
+
+
 def _jitted_step(
     apply_fn: train.ApplyFn,
     tx: optax.GradientTransformation,
     points: int,
     compiles: collections.Counter[str],
     group: str,
+    pruner: dp.Pruner | None = None,
 ) -> Step:
-    step = _counted(train.train_step(apply_fn, tx, forward_params=dp.masked_params))
+    step = train.train_step(apply_fn, tx, forward_params=dp.masked_params)
+    step = _counted(step) if pruner is None else _missed(step, pruner)
 
     def at_count(state: train.TrainState, count: jax.Array) -> train.TrainState:
         opt_state = state.opt_state._replace(count=count)
@@ -320,11 +349,16 @@ class _Points:
             return self._act_once(phase, states, pruners, seeds, kept, record), record
 
         k = len(states)
-        tx = dp.prune(make_optimizer(phase, steps), pruners[0], seed=seeds[0])
+        optimizer = make_optimizer(phase, steps)
         devices = 1 if self.mesh is None else self.mesh.size
-        step = self.programs.step((self.group, name, k, devices), self.apply_fn, tx)
+        key = (self.group, name, k, devices)
+        tx = dp.prune(optimizer, pruners[0], seed=seeds[0])
+        update = self.programs.step(key, self.apply_fn, tx)
+        idle_tx = dp.prune(optimizer, pruners[0], seed=seeds[0], update_masks=False)
+        idle = self.programs.step((*key, "idle"), self.apply_fn, idle_tx, pruner=pruners[0])
         shared = len(set(seeds)) == 1  # one data order: one batch serves every point
         state = states[0] if k == 1 else self._place(_stack(states))
+        due = dp.update_schedule(pruners[0], state.opt_state, steps).reshape(-1, steps).any(0)
         saving = self.checkpoints is not None and name in CHECKPOINTED
         start, done_metrics = 0, []
         if saving and resume is not None and resume["phase"] == name:
@@ -361,6 +395,7 @@ class _Points:
                             tuple(np.stack(xs) for xs in zip(*batch, strict=True))
                         )
                     count = np.int32(epoch * self.per_epoch + len(metrics))
+                    step = update if due[count] else idle
                     state, m = step(state, count, images, labels, shared_batch=shared)
                     metrics.append(m)
                     bar.update()
@@ -488,6 +523,13 @@ class _Points:
             log.warning("point %d diverged at step %d", i, record["diverged_at"][i])
         record["train_loss"][i].append(float(losses.mean()) if finite.all() else None)
         for j, m in enumerate(metrics):
+            if np.any(m.get("missed", False)):
+                raise RuntimeError(
+                    f"the pruner's cadence fired at step {epoch * self.per_epoch + j}, which "
+                    "dynprune.update_schedule said it would not: the masks were not updated"
+                )
+            if "kept" not in m:  # the step that keeps the masks
+                continue
             now, regrown = int(m["kept"]), int(m["regrown"])
             if now != kept[i] or regrown:
                 record["trace"][i].append(
