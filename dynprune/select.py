@@ -3,18 +3,19 @@
 Scores are mapped to order-preserving ``uint32`` keys (:func:`order_keys`: NaN ranks
 lowest, ``-0.0 == +0.0``). The k-th smallest key T of every *segment* (one array, or all
 arrays ranked jointly) is found by a two-pass radix select: a histogram of the high 16
-bits (one scatter-add for all segments), then one of the low 16 bits restricted to the
-chosen bin. Entries with key < T are dropped; entries equal to T are dropped in position
-order (earlier arrays first, then lower flat index) until exactly k are dropped — the
-cut position is found by the same radix select over positions — so for
-every k in [0, n] exactly k entries go, with all-equal scores too. k may be traced
-(sweeps compile once; ``vmap`` works).
+bits, then one of the low 16 bits restricted to the chosen bin; each pass is one
+scatter-add per array into one histogram of all segments. Entries with key < T are
+dropped; entries equal to T are dropped in position order (earlier arrays first, then
+lower flat index) until exactly k are dropped — when fewer must go than equal T, the cut
+position is found by the same radix select over positions — so for every k in [0, n]
+exactly k entries go, with all-equal scores too. k may be traced (sweeps compile once;
+``vmap`` works).
 
-Cost: four scatter passes (two for the key, two for the tie position) and a few
-elementwise passes over the data, whatever the number of arrays (the per-segment searches
-are vectorised), versus O(n log n) for
-``jnp.argsort`` (``experiments/bench.py`` measures the ratio). A fixed, small program
-matters inside ``lax.cond``: XLA:CPU pays for untaken branches by their size.
+Cost: two scatter passes over the data and a few elementwise ones, two more only when
+ties at T must be split (under ``lax.cond``), whatever the number of arrays or segments
+(per-layer selection costs what global selection does), versus O(n log n) for
+``jnp.argsort`` (``experiments/bench.py`` measures the ratio). No array is concatenated:
+the temporaries are the keys and one index array per array.
 
 References:
   Radix select: Alabi et al., "Fast k-Selection Algorithms for Graphics Processing Units",
