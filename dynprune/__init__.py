@@ -16,6 +16,7 @@ from dynprune import (
     schedules,
     scores,
     select,
+    sparse,
     stats,
     tree,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "scores",
     "select",
     "set_hyperparams",
+    "sparse",
     "stats",
     "summary",
     "tree",
