@@ -23,6 +23,10 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
   every 100 steps; the two programs chosen on the host by the schedule) ÷ the dense run, from
   the medians of interleaved 100-step chunks; ``gmp_run_overhead_ratio_one_program``: the same
   run through the one program.
+- ``sparse_speedup_99`` (no target): dense ÷ sparse inference latency of LeNet-300-100 at 99%
+  unstructured (layer-wise magnitude) sparsity, batch 1: the dense model on w ⊙ m against
+  :func:`dynprune.sparse.sparse_apply` on the BCOO export (``dynprune.sparse.benchmark``);
+  ``sparse_speedup_99_b256`` at batch 256.
 - ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
   through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
   5 runs must end at exactly round(s·n) zeros per kernel.
@@ -120,6 +124,8 @@ RATIO_KEYS = (  # some hold one ratio per model (and scope)
     "gmp_run_overhead_ratio_one_program",
     "gmp_run_total_ratio",
     "vmap_throughput_ratio",
+    "sparse_speedup_99",
+    "sparse_speedup_99_b256",
 )
 
 TARGETS = {  # a dict-valued key meets its target when every entry does
@@ -598,6 +604,22 @@ def bench_vmap_throughput(k: int = 8, *, steps: int, every: int, reps: int) -> d
     }
 
 
+def bench_sparse(reps: int) -> dict[str, Any]:
+    """Sparse (BCOO) against dense inference of LeNet-300-100 at 99% sparsity, batch 1 and 256."""
+    params = dense_params(LENET_SHAPES)
+    example = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    rows = dp.sparse.benchmark(
+        lenet_apply(), params, example, sparsities=(0.99,), formats=("bcoo",), reps=reps
+    )
+    by_batch = {row.batch_size: row for row in rows}
+    return {
+        "sparse_speedup_99": by_batch[1].speedup,
+        "sparse_speedup_99_b256": by_batch[256].speedup,
+        "sparse_ms_99": {str(b): 1e3 * r.sparse_s for b, r in by_batch.items()},
+        "sparse_dense_ms_99": {str(b): 1e3 * r.dense_s for b, r in by_batch.items()},
+    }
+
+
 def metadata(reps: int, quick: bool) -> dict[str, Any]:
     device = jax.devices()[0]
     return {
@@ -705,6 +727,13 @@ def run(
             ),
         )
     )
+    out.update(
+        section(
+            "sparse",
+            "sparse (BCOO) vs dense inference at 99% sparsity",
+            lambda: bench_sparse(max(3, reps // 10)),
+        )
+    )
     out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
     out["section_seconds"] = seconds
     out["bench_seconds"] = time.perf_counter() - start
@@ -779,6 +808,18 @@ def format_table(result: dict[str, Any]) -> str:
             f"{result['vmap_model_steps_per_s']:.0f} vs "
             f"{result['sequential_model_steps_per_s']:.0f} model-steps/s "
             f"({result['vmap_points']} vmapped vs one after another)",
+        ),
+        (
+            "sparse_speedup_99",
+            None,
+            f"batch 1: dense {result['sparse_dense_ms_99']['1']:.3f} ms, "
+            f"sparse {result['sparse_ms_99']['1']:.3f} ms",
+        ),
+        (
+            "sparse_speedup_99_b256",
+            None,
+            f"batch 256: dense {result['sparse_dense_ms_99']['256']:.2f} ms, "
+            f"sparse {result['sparse_ms_99']['256']:.2f} ms",
         ),
     ]
     lines = [
