@@ -18,6 +18,7 @@ from dynprune import (
     select,
     sparse,
     stats,
+    surgery,
     tree,
 )
 from dynprune.masks import apply_masks
@@ -62,6 +63,7 @@ __all__ = [
     "sparse",
     "stats",
     "summary",
+    "surgery",
     "tree",
     "update_schedule",
 ]
