@@ -27,6 +27,11 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
   unstructured (layer-wise magnitude) sparsity, batch 1: the dense model on w ⊙ m against
   :func:`dynprune.sparse.sparse_apply` on the BCOO export (``dynprune.sparse.benchmark``);
   ``sparse_speedup_99_b256`` at batch 256.
+- ``reconstruct_speedup`` (>= 0.8 × ``reconstruct_flop_ratio``): dense ÷ reconstructed
+  inference latency at batch 256 of the 4M-weight MLP with 75% of its hidden neurons removed
+  (by neuron L1 norm, ``dp.masks.structured``) and rebuilt smaller by
+  :func:`dynprune.surgery.reconstruct` (784-500-300-10); ``reconstruct_flop_ratio``: dense ÷
+  reconstructed MACs (``dp.stats.cost``).
 - ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
   through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
   5 runs must end at exactly round(s·n) zeros per kernel.
@@ -126,6 +131,8 @@ RATIO_KEYS = (  # some hold one ratio per model (and scope)
     "vmap_throughput_ratio",
     "sparse_speedup_99",
     "sparse_speedup_99_b256",
+    "reconstruct_speedup",
+    "reconstruct_flop_ratio",
 )
 
 TARGETS = {  # a dict-valued key meets its target when every entry does
@@ -620,6 +627,38 @@ def bench_sparse(reps: int) -> dict[str, Any]:
     }
 
 
+def bench_reconstruct(reps: int, hidden_removed: float = 0.75) -> dict[str, Any]:
+    """The 4M MLP with ``hidden_removed`` of each hidden layer's neurons removed: the masked
+    model against the reconstructed one, at batch 256 (latency) and in MACs."""
+    params = dense_params(MLP4M_SHAPES)
+    last = f"fc{len(MLP4M_SHAPES)}"
+    hidden = {k: {"kernel": v["kernel"]} for k, v in params.items() if k != last}
+    neurons = dp.masks.structured(dp.scores.magnitude(hidden), hidden_removed)
+    masks = jax.tree.map(lambda _: None, params)
+    for name, leaf in neurons.items():
+        masks[name]["kernel"] = jnp.broadcast_to(leaf["kernel"], params[name]["kernel"].shape)
+    masks = dp.masks.with_bias(masks, params)
+    masked = dp.apply_masks(params, masks)
+    example = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    small = dp.surgery.reconstruct(mlp_apply, params, masks, example)
+    x = jnp.asarray(np.random.default_rng(4).random((256, 28, 28, 1), np.float32))
+    difference = float(jnp.max(jnp.abs(mlp_apply(masked, x) - small.apply(small.params, x))))
+    if difference > 1e-4:
+        raise RuntimeError(f"the reconstructed MLP's outputs differ by {difference}")
+    timing = dp.stats.compare_latency(
+        {"masked": (mlp_apply, (masked, x)), "reconstructed": (small.apply, (small.params, x))},
+        reps=reps,
+    )
+    dense_macs = dp.stats.cost(mlp_apply, params, example)["total"]["macs_dense"]
+    small_macs = dp.stats.cost(small.apply, small.params, example)["total"]["macs_dense"]
+    return {
+        "reconstruct_speedup": timing.speedups["reconstructed"],
+        "reconstruct_flop_ratio": dense_macs / small_macs,
+        "reconstruct_architecture": small.architecture,
+        "reconstruct_ms": {k: 1e3 * v for k, v in timing.medians.items()},
+    }
+
+
 def metadata(reps: int, quick: bool) -> dict[str, Any]:
     device = jax.devices()[0]
     return {
@@ -734,7 +773,17 @@ def run(
             lambda: bench_sparse(max(3, reps // 10)),
         )
     )
+    out.update(
+        section(
+            "reconstruct",
+            "reconstructed vs masked MLP at batch 256",
+            lambda: bench_reconstruct(max(3, reps // 10)),
+        )
+    )
     out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
+    out["targets_met"]["reconstruct_speedup"] = (
+        out["reconstruct_speedup"] >= 0.8 * out["reconstruct_flop_ratio"]
+    )
     out["section_seconds"] = seconds
     out["bench_seconds"] = time.perf_counter() - start
     return out
@@ -808,6 +857,15 @@ def format_table(result: dict[str, Any]) -> str:
             f"{result['vmap_model_steps_per_s']:.0f} vs "
             f"{result['sequential_model_steps_per_s']:.0f} model-steps/s "
             f"({result['vmap_points']} vmapped vs one after another)",
+        ),
+        (
+            "reconstruct_speedup",
+            None,
+            f"{result['reconstruct_architecture']}: masked "
+            f"{result['reconstruct_ms']['masked']:.2f} ms, reconstructed "
+            f"{result['reconstruct_ms']['reconstructed']:.2f} ms; target >= 0.8 x "
+            f"{result['reconstruct_flop_ratio']:.2f} (MAC ratio): "
+            + ("yes" if result["targets_met"]["reconstruct_speedup"] else "NO"),
         ),
         (
             "sparse_speedup_99",
