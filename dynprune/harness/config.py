@@ -99,7 +99,8 @@ class MaskInit:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A whole run: model, data, optional dense pre-training, the pruning phase, a fine-tune.
+    """A whole run: model, data, optional dense pre-training, the pruning phase, a fine-tune,
+    and an optional retrain of the physically smaller model.
 
     Attributes:
       model: a name in :data:`dynprune.harness.models.MODELS`.
@@ -111,6 +112,10 @@ class RunConfig:
       finetune: a phase after pruning that trains with the masks fixed.
       init_masks: SNIP masks chosen before the prune phase (which then trains them fixed).
       examples: if set, every split is cut to its first ``examples`` images (smoke runs).
+      retrain: after pruning (and fine-tuning), rebuild w ⊙ m as a physically smaller model
+        (:func:`dynprune.surgery.reconstruct`) and train it densely for this phase
+        (:mod:`dynprune.harness.retrain`). ``None`` (the default) is left out of
+        :func:`to_dict`, so configs without it keep their keys.
     """
 
     model: str
@@ -122,6 +127,7 @@ class RunConfig:
     finetune: Phase | None = None
     init_masks: MaskInit | None = None
     examples: int | None = None
+    retrain: Phase | None = None
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, tuple(models.MODELS))
@@ -135,10 +141,17 @@ class RunConfig:
             raise ValueError("pretrain is dense: it takes no pruner")
         if self.finetune is not None and self.finetune.pruner is not None:
             raise ValueError("finetune keeps the prune phase's masks fixed: it takes no pruner")
+        if self.retrain is not None and self.retrain.pruner is not None:
+            raise ValueError("retrain trains the reconstructed model densely: it takes no pruner")
 
     def phases(self) -> list[tuple[str, Phase]]:
         """``[(name, phase)]`` of the phases that exist, in the order they run."""
-        named = (("pretrain", self.pretrain), ("prune", self.prune), ("finetune", self.finetune))
+        named = (
+            ("pretrain", self.pretrain),
+            ("prune", self.prune),
+            ("finetune", self.finetune),
+            ("retrain", self.retrain),
+        )
         return [(name, phase) for name, phase in named if phase is not None]
 
     @property
@@ -149,11 +162,24 @@ class RunConfig:
         return "dense" if self.prune.pruner is None else self.prune.pruner["algorithm"]
 
 
-_NESTED = {"prune": Phase, "pretrain": Phase, "finetune": Phase, "init_masks": MaskInit}
+_NESTED = {
+    "prune": Phase,
+    "pretrain": Phase,
+    "finetune": Phase,
+    "retrain": Phase,
+    "init_masks": MaskInit,
+}
+# Fields added after rows were keyed: left out of the data while unset, so old keys stay.
+_OMITTED_WHEN_NONE = ("retrain",)
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
-    """The config as JSON-ready data (nested dicts; pruner specs as plain dicts)."""
+    """The config as JSON-ready data (nested dicts; pruner specs as plain dicts).
+
+    Fields added to :class:`RunConfig` after results were keyed (``retrain``) are left out
+    while they are ``None``, so a config that does not use them has the data, and the
+    :func:`run_key`, it had before they existed.
+    """
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
@@ -164,7 +190,8 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(config)
+    values = plain(config)
+    return {k: v for k, v in values.items() if not (k in _OMITTED_WHEN_NONE and v is None)}
 
 
 def from_dict(values: Mapping[str, Any]) -> RunConfig:

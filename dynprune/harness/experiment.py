@@ -26,6 +26,16 @@ counts, dense and effective FLOPs, per-epoch training loss, and the *mask trace*
 step where the masks changed, the step, the number of kept weights, and how many were pruned
 and regrown by that update (DNS's prunes and splices, SET/RigL's drops and regrowth).
 
+With a ``retrain`` phase (:mod:`dynprune.harness.retrain`), the final w ⊙ m is rebuilt as a
+physically smaller model and trained densely; the row's ``val_error`` (and ``test_error``) is
+then the retrained model's, ``pruned_val_error`` the masked model's before it, and the sizes,
+sparsity and FLOPs above describe the masked model; the row adds ``architecture`` and
+``dense_architecture`` (kept units per position; equal when nothing could be removed),
+``reconstructed_params``, ``reconstructed_macs``, ``reconstructed_val_error`` (right after
+surgery) and the measured ``retrain_speedup`` and ``inference_speedup``. With K > 1 points
+the retrain runs after the vmapped phases, one point at a time (each point's smaller model
+has its own architecture), and it is not checkpointed.
+
 A run whose training loss stops being finite has ``status: "diverged"`` and
 ``diverged_at: {"phase", "step"}`` (the first such step; a single run stops at the end of that
 epoch), and ``null`` for the losses that were not finite: rows are strict JSON.
@@ -63,7 +73,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 import dynprune as dp
-from dynprune.harness import cache, checkpoint, data, models, results, train
+from dynprune.harness import cache, checkpoint, data, models, results, retrain, train
 from dynprune.harness.config import Phase, RunConfig, pruner_arguments, run_key, to_dict
 from dynprune.harness.optimizers import make_optimizer
 
@@ -622,14 +632,44 @@ class _Points:
             self._record(rows, "finetune", record)
 
         phase_steps = {name: self.steps(p) for name, p in base.phases()}
-        for row, state in zip(rows, states, strict=True):
+        dense = None
+        if base.retrain is not None:
+            # The unpruned model's units, from a fresh init: the phases donated ``params``.
+            init = self.initial_params(self.seeds[0])
+            dense = dp.surgery.reconstruct(self.apply_fn, init, None, EXAMPLE).architecture
+        for row, state, seed in zip(rows, states, self.seeds, strict=True):
             state = jax.device_get(state)
-            row.update(self.errors(state, "", test))
+            if base.retrain is None:
+                row.update(self.errors(state, "", test))
+            else:
+                row.update(self.errors(state, "pruned_", test), dense_architecture=dense)
+                self._retrain(row, state, seed, test)
             row.update(_accounting(self.apply_fn, state))
             row["steps"] = sum(phase_steps.values())
             row["phase_steps"] = phase_steps
             row["points_in_program"] = k
         return rows
+
+    def _retrain(self, row: dict[str, Any], state: train.TrainState, seed: int, test: bool) -> None:
+        """The retrain phase of one point, after the (vmapped) phases before it: its fields
+        and its record go into ``row``."""
+        fields, epochs = retrain.retrain(
+            self.apply_fn,
+            state,
+            self.base.retrain,
+            self.splits,
+            batch_size=self.base.batch_size,
+            seed=seed,
+            test=test,
+            example=EXAMPLE,
+            eval_batch=EVAL_BATCH,
+            progress=self.progress,
+        )
+        row.update(fields)
+        record: dict[str, Any] = {"train_loss": [[]], "trace": [[]], "diverged_at": [None]}
+        for epoch, metrics in enumerate(epochs):
+            self._record_epoch(record, 0, epoch, metrics, [0])
+        self._record([row], "retrain", record)
 
     def _pruner(self, config: RunConfig, params: Any, seed: int) -> dp.Pruner:
         if config.init_masks is not None:
