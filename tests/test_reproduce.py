@@ -233,3 +233,19 @@ def test_the_table_compares_with_dense_and_published_and_earns_its_verdicts():
     assert (
         recipes.protocol(recipe) == "paper" and recipes.protocol(chosen["lenet300-dns"]) == "ours"
     )
+
+
+def test_the_table_is_written_whole_and_readable(tmp_path):
+    path = tmp_path / "table.md"
+    recipes.write_atomically(path, "old\n")
+    recipes.write_atomically(path, "new\n")
+    assert path.read_text() == "new\n" and list(tmp_path.iterdir()) == [path]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
