@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -244,8 +245,6 @@ def test_the_table_is_written_whole_and_readable(tmp_path):
 
 
 def _umask():
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     return mask
