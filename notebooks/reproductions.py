@@ -52,20 +52,14 @@ legacy = results.read_jsonl(RESULTS.with_name("reproductions-legacy.jsonl"))
 print(f"{len(rows)} rows from {RESULTS} ({len(legacy)} legacy rows beside it)")
 
 # %% [markdown]
-# Published points, as (error %, compression): the papers' own numbers.
+# Each recipe's rows in its current configuration (the README table's rows): final rows, or,
+# for a recipe without any yet, its rows from before the protocol (the table's †). The
+# published points come from the recipes themselves (`published_error`,
+# `published_compression`). Recipes trained without augmentation (the papers' protocol) are
+# drawn filled, augmented ones (ours) hollow; the dense baselines are horizontal lines, solid
+# for the papers' protocol, dashed for ours.
 
 # %%
-PUBLISHED = {
-    "lenet300-han": (1.59, 12.0),
-    "lenet300-dns": (1.99, 56.0),
-    "lenet300-dns-70x": (1.92, 68.0),
-    "lenet5-dns": (0.91, 108.0),
-    "lenet5-snip": (1.1, 100.0),
-}
-
-
-# Each recipe's rows in its current configuration (the README table's rows).
-# Final rows; a recipe without any shows its rows from before the protocol (the table's †).
 headline = {
     name: recipes.rows_of(rows, name, recipe)
     or recipes.rows_of(rows, name, recipe, mode=recipes.PRE_PROTOCOL)
@@ -75,34 +69,49 @@ for name, mine in headline.items():
     if mine:
         err = 100 * np.array([r["test_error"] for r in mine])
         comp = np.mean([r["compression"] for r in mine])
-        weights = np.mean([r["weights_compression"] for r in mine])
+        weights = [r["weights_compression"] for r in mine]
+        shown = "dense" if None in weights else f"{np.mean(weights):.1f}x weights only"
+        spread = f" ± {err.std(ddof=1):.2f}" if len(err) > 1 else ""
         print(
-            f"{name:<18} {err.mean():.2f}% ± {err.std(ddof=1):.2f} at {comp:6.1f}x "
-            f"({weights:.1f}x weights only, {len(mine)} seeds)"
+            f"{name:<26} {recipes.protocol(RECIPES[name]):<5} {err.mean():.2f}%{spread} at "
+            f"{comp:6.1f}x ({shown}, {len(mine)} seeds)"
         )
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
 for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
     names = [n for n, r in RECIPES.items() if r.run.model == net]
-    for i, name in enumerate(names):
-        color = f"C{i}"
+    pruned = [n for n in names if RECIPES[n].baseline is not None]
+    for n in names:
+        if RECIPES[n].baseline is None and headline[n]:
+            paper = recipes.protocol(RECIPES[n]) == "paper"
+            ax.axhline(
+                100 * np.mean([r["test_error"] for r in headline[n]]),
+                color="0.4",
+                linestyle="-" if paper else "--",
+                linewidth=1,
+                label=f"{n} (dense)",
+            )
+    for i, name in enumerate(pruned):
+        recipe, color = RECIPES[name], f"C{i % 10}"
         mine = headline[name]
         ids = {r["key"] for r in mine}
         older = [r for r in rows + legacy if r["recipe"] == name and r["key"] not in ids]
-        for group, style in ((older, {"alpha": 0.25, "s": 14}), (mine, {"s": 26, "label": name})):
+        filled = recipes.protocol(recipe) == "paper"
+        face = color if filled else "none"
+        for group, style in ((older, {"alpha": 0.25, "s": 14}), (mine, {"s": 30, "label": name})):
             if group:
                 ax.scatter(
                     [r["weights_compression"] for r in group],
                     [100 * r["test_error"] for r in group],
-                    color=color,
+                    facecolors=face,
+                    edgecolors=color,
                     **style,
                 )
-        if name in PUBLISHED:
-            error, compression = PUBLISHED[name]
+        if recipe.published_error is not None and filled:
             ax.scatter(
-                [compression],
-                [error],
+                [recipe.published_compression],
+                [recipe.published_error],
                 color=color,
                 marker="*",
                 s=160,
@@ -112,8 +121,8 @@ for ax, net in zip(axes, ("lenet300", "lenet5"), strict=True):
     ax.set_xscale("log")
     ax.set_xlabel("compression of the pruned weights")
     ax.set_ylabel("test error (%)")
-    ax.set_title(f"{net}: seeds (faint: earlier configs), published (stars)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(f"{net}: filled = papers' protocol, hollow = ours (±1 px)", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
 fig.tight_layout()
 FIGURES.mkdir(parents=True, exist_ok=True)
 fig.savefig(FIGURES / "reproductions.png", dpi=120)
@@ -127,7 +136,7 @@ Image(FIGURES / "reproductions.png")
 
 # %%
 for name, mine in headline.items():
-    if not mine:
+    if not mine or RECIPES[name].baseline is None:
         continue
     kernels = [k for k in mine[0]["layers"] if k.endswith("kernel")]
     kept = {
