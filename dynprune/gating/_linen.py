@@ -49,12 +49,42 @@ class Predictor(nn.Module):
         return nn.relu(nn.Dense(self.features, bias_init=nn.initializers.ones, name="up")(v))
 
 
-def _gate(module: Any, gate_input: jax.Array, density: Any, threshold: Any) -> Gates:
-    s = module.predictor(_gates.pool(gate_input))
-    return Gates(s, _gates.gate(s, module.mode, density, threshold, module.buckets))
+class _Gated(nn.Module):
+    """What every gated Linen layer does with its ``layer`` and ``predictor``."""
+
+    def gate(self, gate_input: jax.Array, density: Any = 1.0, threshold: Any = 0.0) -> Gates:
+        """The :class:`Gates` for a batch, from the tensor the predictor pools."""
+        s = self.predictor(_gates.pool(gate_input))
+        return Gates(s, _gates.gate(s, self.mode, density, threshold, self.buckets))
+
+    def apply_gates(self, x: jax.Array, gates: Gates) -> jax.Array:
+        """layer(x) ⊙ (s ⊙ m) for gates already computed (e.g. sliced to a width); the layer
+        is the Dense or the convolution."""
+        return _gates.scale_channels(self.layer(x), gates.scale)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        density: Any = 1.0,
+        threshold: Any = 0.0,
+        gate_input: jax.Array | None = None,
+    ) -> tuple[jax.Array, Gates]:
+        """Gated output and the :class:`Gates` (add λ · ``l1_penalty(gates)`` to the loss).
+
+        Args:
+          x: [B, ..., F] input (channels last).
+          density: d ∈ (0, 1] (``"topk"``, ``"prefix"``); traced values are clipped.
+          threshold: τ (``"threshold"``).
+          gate_input: the tensor the predictor pools (default ``x``).
+
+        Raises:
+          ValueError: for a concrete density outside (0, 1].
+        """
+        gates = self.gate(x if gate_input is None else gate_input, density, threshold)
+        return self.apply_gates(x, gates), gates
 
 
-class GatedDense(nn.Module):
+class GatedDense(_Gated):
     """``nn.Dense`` with a per-input output gate (see the module docstring).
 
     Attributes:
@@ -88,37 +118,8 @@ class GatedDense(nn.Module):
         self.layer = nn.Dense(self.features, use_bias=self.use_bias)
         self.predictor = Predictor(self.features, self.predictor_rank)
 
-    def gate(self, gate_input: jax.Array, density: Any = 1.0, threshold: Any = 0.0) -> Gates:
-        """The :class:`Gates` for a batch, from the tensor the predictor pools."""
-        return _gate(self, gate_input, density, threshold)
 
-    def apply_gates(self, x: jax.Array, gates: Gates) -> jax.Array:
-        """layer(x) ⊙ (s ⊙ m) for gates already computed (e.g. sliced to a width)."""
-        return _gates.scale_channels(self.layer(x), gates.scale)
-
-    def __call__(
-        self,
-        x: jax.Array,
-        density: Any = 1.0,
-        threshold: Any = 0.0,
-        gate_input: jax.Array | None = None,
-    ) -> tuple[jax.Array, Gates]:
-        """Gated output and the :class:`Gates` (add λ · ``l1_penalty(gates)`` to the loss).
-
-        Args:
-          x: [B, ..., F] input.
-          density: d ∈ (0, 1] (``"topk"``, ``"prefix"``); traced values are clipped.
-          threshold: τ (``"threshold"``).
-          gate_input: the tensor the predictor pools (default ``x``).
-
-        Raises:
-          ValueError: for a concrete density outside (0, 1].
-        """
-        gates = self.gate(x if gate_input is None else gate_input, density, threshold)
-        return self.apply_gates(x, gates), gates
-
-
-class GatedConv(nn.Module):
+class GatedConv(_Gated):
     """``nn.Conv`` (channels last) with a per-input output-channel gate (FBS).
 
     Attributes:
@@ -162,22 +163,3 @@ class GatedConv(nn.Module):
             use_bias=self.use_bias,
         )
         self.predictor = Predictor(self.features, self.predictor_rank)
-
-    def gate(self, gate_input: jax.Array, density: Any = 1.0, threshold: Any = 0.0) -> Gates:
-        """The :class:`Gates` for a batch, from the tensor the predictor pools."""
-        return _gate(self, gate_input, density, threshold)
-
-    def apply_gates(self, x: jax.Array, gates: Gates) -> jax.Array:
-        """conv(x) ⊙ (s ⊙ m) for gates already computed (e.g. sliced to a width)."""
-        return _gates.scale_channels(self.layer(x), gates.scale)
-
-    def __call__(
-        self,
-        x: jax.Array,
-        density: Any = 1.0,
-        threshold: Any = 0.0,
-        gate_input: jax.Array | None = None,
-    ) -> tuple[jax.Array, Gates]:
-        """Gated output and the :class:`Gates`; arguments as :meth:`GatedDense.__call__`."""
-        gates = self.gate(x if gate_input is None else gate_input, density, threshold)
-        return self.apply_gates(x, gates), gates
