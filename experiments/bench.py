@@ -32,6 +32,12 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
   (by neuron L1 norm, ``dp.masks.structured``) and rebuilt smaller by
   :func:`dynprune.surgery.reconstruct` (784-500-300-10); ``reconstruct_flop_ratio``: dense ÷
   reconstructed MACs (``dp.stats.cost``).
+- ``gating_speedup_b1`` / ``gating_speedup_b64`` (no target yet): masked ÷ width-bucket
+  latency of a prefix-mode ``dp.gating.GatedCNN`` (16-64-128 channels, buckets of quarter
+  widths) at density 0.5 on random MNIST-shaped batches of 1 and 64, the buckets chosen per
+  example on the host (``dp.gating.measure_skipping``); ``gating_mac_ratio``: masked ÷
+  executed MACs at batch 64. The gates are untrained, so every example lands in the same
+  bucket: this measures the skipping path, not how much a trained network adapts.
 - ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
   through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
   5 runs must end at exactly round(s·n) zeros per kernel.
@@ -133,6 +139,9 @@ RATIO_KEYS = (  # some hold one ratio per model (and scope)
     "sparse_speedup_99_b256",
     "reconstruct_speedup",
     "reconstruct_flop_ratio",
+    "gating_mac_ratio",
+    "gating_speedup_b1",
+    "gating_speedup_b64",
 )
 
 TARGETS = {  # a dict-valued key meets its target when every entry does
@@ -659,6 +668,34 @@ def bench_reconstruct(reps: int, hidden_removed: float = 0.75) -> dict[str, Any]
     }
 
 
+def bench_gating(reps: int, density: float = 0.5) -> dict[str, Any]:
+    """Masked against width-bucket execution of an untrained prefix-mode gated CNN."""
+    model = dp.gating.GatedCNN(
+        features=(16, 64, 128), mode="prefix", buckets=(0.25, 0.5, 0.75, 1.0)
+    )
+    x = jnp.asarray(np.random.default_rng(5).random((64, 28, 28, 1), np.float32))
+    params = model.init(jax.random.key(0), x[:1])["params"]
+    runner = dp.gating.BucketRunner(model, params)
+    one, many = (
+        dp.gating.measure_skipping(model, params, batch, density, reps=reps, runner=runner)
+        for batch in (x[:1], x)
+    )
+    for got in (one, many):
+        if got.max_abs_diff > 1e-4:
+            raise RuntimeError(f"the bucket path differs from the masked one by {got.max_abs_diff}")
+    return {
+        "gating_mac_ratio": many.mac_ratio,
+        "gating_speedup_b1": one.speedup,
+        "gating_speedup_b64": many.speedup,
+        "gating_ms": {
+            "masked_b1": 1e3 * one.masked_s,
+            "buckets_b1": 1e3 * one.skipping_s,
+            "masked_b64": 1e3 * many.masked_s,
+            "buckets_b64": 1e3 * many.skipping_s,
+        },
+    }
+
+
 def metadata(reps: int, quick: bool) -> dict[str, Any]:
     device = jax.devices()[0]
     return {
@@ -780,6 +817,13 @@ def run(
             lambda: bench_reconstruct(max(3, reps // 10)),
         )
     )
+    out.update(
+        section(
+            "gating",
+            "gated CNN: masked vs width buckets",
+            lambda: bench_gating(max(3, reps // 10)),
+        )
+    )
     out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
     out["targets_met"]["reconstruct_speedup"] = (
         out["reconstruct_speedup"] >= 0.8 * out["reconstruct_flop_ratio"]
@@ -866,6 +910,19 @@ def format_table(result: dict[str, Any]) -> str:
             f"{result['reconstruct_ms']['reconstructed']:.2f} ms; target >= 0.8 x "
             f"{result['reconstruct_flop_ratio']:.2f} (MAC ratio): "
             + ("yes" if result["targets_met"]["reconstruct_speedup"] else "NO"),
+        ),
+        (
+            "gating_speedup_b1",
+            None,
+            f"masked {result['gating_ms']['masked_b1']:.2f} ms, "
+            f"buckets {result['gating_ms']['buckets_b1']:.2f} ms (untrained gates, d = 0.5)",
+        ),
+        (
+            "gating_speedup_b64",
+            None,
+            f"masked {result['gating_ms']['masked_b64']:.1f} ms, buckets "
+            f"{result['gating_ms']['buckets_b64']:.1f} ms; MAC ratio "
+            f"{result['gating_mac_ratio']:.2f}",
         ),
         (
             "sparse_speedup_99",
