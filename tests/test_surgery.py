@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynprune as dp
-from dynprune.harness import models
+from dynprune.harness import data, models
 
 TOL = 1e-5
 
@@ -334,3 +334,28 @@ def test_random_neuron_masks_property(keep1, keep2, biases):
     r = dp.surgery.reconstruct(apply_fn, params, masks, x)
     assert r.architecture == f"36-{sum(keep1)}-{sum(keep2)}"
     assert_same(r, apply_fn, params, masks, x)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(
+    "name, keep",
+    [
+        ("lenet300", {"fc1": list(range(0, 300, 4)), "fc2": list(range(0, 100, 3))}),
+        ("lenet5", {"conv1": [1, 4, 9, 16], "conv2": list(range(0, 50, 5)), "fc1": [3, 8, 60]}),
+    ],
+)
+def test_reconstructed_outputs_equal_the_masked_model_on_real_mnist(mnist_test, name, keep):
+    """On 256 real test images, with the weights a run starts from (the model's init), the
+    smaller model's logits equal the masked model's to 1e-5, and so do its predictions."""
+    model = models.get_model(name)
+    x = jnp.asarray(data.preprocess(mnist_test.images[:256]))  # as the harness feeds them
+    params = model.init(jax.random.key(0), x[:1])["params"]
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    masks = neuron_masks(params, keep)
+    r = dp.surgery.reconstruct(apply_fn, params, masks, x[:1])
+    assert_same(r, apply_fn, params, masks, x)
+    masked = jax.jit(apply_fn)(dp.apply_masks(params, masks), x)
+    np.testing.assert_array_equal(r.apply(r.params, x).argmax(-1), masked.argmax(-1))
+    assert sum(w.size for w in jax.tree.leaves(r.params)) < sum(
+        w.size for w in jax.tree.leaves(params)
+    )
