@@ -122,8 +122,8 @@ def prune(
     Two programs, one state. With ``update_masks=True`` each update asks the pruner's
     cadence and recomputes the masks under ``lax.cond``: one jitted step serves every
     step. With ``update_masks=False`` the masks are applied but never recomputed, and no
-    branch is compiled: XLA:CPU pays for an untaken branch by its size (about 5% of a
-    LeNet-300-100 step and 30% of a 4M-weight MLP's, ``experiments/bench.py``), so a host
+    branch is compiled: XLA:CPU pays for an untaken branch by its size (up to 7% of a
+    LeNet-300-100 step and 9–33% of a 4M-weight MLP's, ``experiments/bench.py``), so a host
     loop that knows the cadence (:func:`dynprune.update_schedule`) runs this one on the
     steps where it does not fire and the first on the others. Both build the same
     :class:`PruneState`.
