@@ -53,6 +53,7 @@ from dynprune.pruner import Context, Pruner, PyTree, full_masks
 __all__ = [
     "PruneState",
     "apply_updates",
+    "cadence_fires",
     "find_state",
     "hyperparams_of",
     "invalid_hyperparams",
@@ -185,7 +186,7 @@ def prune(
             step=state.count,
             hyperparams=state.hyperparams,
             # derived, not split: a pruner that draws no randomness costs nothing here
-            key=jax.random.fold_in(state.key, state.count),
+            key=_step_key(state.key, state.count),
         )
         if pruner.observe is not None:
             ctx = ctx._replace(aux=pruner.observe(ctx))
@@ -437,6 +438,33 @@ class _CadenceReadsState(ValueError):
     pass
 
 
+def _step_key(key: jax.Array, step: jax.Array) -> jax.Array:
+    """The PRNG key a pruner sees at ``step``: derived from the state's key, never split."""
+    return jax.random.fold_in(key, step)
+
+
+def cadence_fires(pruner: Pruner, state: PruneState, step: jax.Array) -> jax.Array:
+    """Whether ``pruner``'s cadence recomputes the masks at ``step``, from what is known
+    before the step: the step, its key and the hyperparameters in ``state`` (the arrays of
+    the step itself are not: a cadence that reads them raises).
+
+    Args:
+      pruner: the pruner ``state`` was built with.
+      state: its :class:`PruneState` (one point, not a stack).
+      step: the step count (int32 scalar, traced or not).
+
+    Returns:
+      A bool scalar, what ``pruner.should_update`` says at that step inside :func:`prune`.
+    """
+    ctx = Context(
+        **{field: _Unknown(field) for field in ("params", "grads", "masks", "aux")},
+        step=step,
+        hyperparams=state.hyperparams,
+        key=_step_key(state.key, step),
+    )
+    return jnp.broadcast_to(pruner.should_update(ctx), ())
+
+
 def update_schedule(pruner: Pruner, opt_state: Any, steps: int | range) -> np.ndarray:
     """Which of ``steps`` the pruner's cadence recomputes the masks on, known in advance.
 
@@ -468,21 +496,9 @@ def update_schedule(pruner: Pruner, opt_state: Any, steps: int | range) -> np.nd
     state = find_state(opt_state)
     steps = range(steps) if isinstance(steps, int) else steps
     t = jnp.asarray(np.arange(steps.start, steps.stop, steps.step, dtype=np.int32))
-    unknown = {f: _Unknown(f) for f in ("params", "grads", "masks", "aux")}
-
-    def due(key: jax.Array, hyperparams: dict[str, jax.Array]) -> jax.Array:
-        def at(step: jax.Array) -> jax.Array:
-            ctx = Context(
-                **unknown, step=step, hyperparams=hyperparams, key=jax.random.fold_in(key, step)
-            )
-            return jnp.broadcast_to(pruner.should_update(ctx), ())
-
-        return jax.vmap(at)(t)
-
+    due = lambda one: jax.vmap(lambda step: cadence_fires(pruner, one, step))(t)
     try:
-        if jnp.ndim(state.count) == 0:
-            return np.asarray(due(state.key, state.hyperparams))
-        return np.asarray(jax.vmap(due)(state.key, state.hyperparams))
+        return np.asarray(due(state) if jnp.ndim(state.count) == 0 else jax.vmap(due)(state))
     except _CadenceReadsState as err:
         raise ValueError(
             f"this pruner's cadence reads ctx.{err.args[0]}, so its update steps are not "

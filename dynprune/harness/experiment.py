@@ -206,10 +206,9 @@ def _missed(step: Step, pruner: dp.Pruner) -> Step:
 
     def idle(state: train.TrainState, images: jax.Array, labels: jax.Array):
         prune_state = dp.find_state(state.opt_state)
-        key = jax.random.fold_in(prune_state.key, prune_state.count)
-        ctx = dp.Context(None, None, None, None, prune_state.count, prune_state.hyperparams, key)
+        missed = dp.transform.cadence_fires(pruner, prune_state, prune_state.count)
         state, metrics = step(state, images, labels)
-        metrics["missed"] = pruner.should_update(ctx)
+        metrics["missed"] = missed
         return state, metrics
 
     return idle
