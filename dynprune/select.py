@@ -127,28 +127,24 @@ def _drop(scores: Sequence[jax.Array], k: jax.Array, segment_of: list[int]) -> l
     need = jnp.where(k > 0, k - below, 0)
     cut = [threshold[s] for s in segment_of]
     ties = [key == c for key, c in zip(keys, cut, strict=True)]
+    offsets, seen = [], {}  # where each array starts within its segment's positions
+    for key, s in zip(keys, segment_of, strict=True):
+        offsets.append(seen.get(s, 0))
+        seen[s] = offsets[-1] + key.size
+    position = lambda i: lax.iota(jnp.uint32, keys[i].size) + jnp.uint32(offsets[i])
 
     def last_tie(ties: list[jax.Array]) -> jax.Array:
-        offsets, seen = [], {}
-        for key, s in zip(keys, segment_of, strict=True):
-            offsets.append(seen.get(s, 0))
-            seen[s] = offsets[-1] + key.size
-        position = [
-            lax.iota(jnp.uint32, key.size) + jnp.uint32(o)
-            for key, o in zip(keys, offsets, strict=True)
-        ]
-        found, _, _ = _kth(position, ties, segment_of, jnp.maximum(need, 1))
+        positions = [position(i) for i in range(len(keys))]
+        found, _, _ = _kth(positions, ties, segment_of, jnp.maximum(need, 1))
         return found
 
     def all_ties(ties: list[jax.Array]) -> jax.Array:
         return jnp.full(need.shape, jnp.uint32(0xFFFFFFFF))
 
     last = lax.cond(jnp.any((equal > need) & (need > 0)), last_tie, all_ties, ties)
-    kept, seen = [], {}
-    for x, key, tie, c, s in zip(scores, keys, ties, cut, segment_of, strict=True):
-        position = lax.iota(jnp.uint32, key.size) + jnp.uint32(seen.get(s, 0))
-        seen[s] = seen.get(s, 0) + key.size
-        dropped = (key < c) | (tie & (need[s] > 0) & (position <= last[s]))
+    kept = []
+    for i, (x, key, tie, c, s) in enumerate(zip(scores, keys, ties, cut, segment_of, strict=True)):
+        dropped = (key < c) | (tie & (need[s] > 0) & (position(i) <= last[s]))
         kept.append(~dropped.reshape(jnp.shape(x)))
     return kept
 
