@@ -195,7 +195,7 @@ def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float 
     ):
         return "misses"
     mean = float(np.mean(errors))
-    upper = interval(errors)[0] + interval(errors)[2] if len(errors) > 1 else mean
+    upper = mean + interval(errors)[2] if len(errors) > 1 else mean
     if upper < recipe.published_error:
         return "beats"
     return "meets" if mean <= recipe.published_error else "misses"
@@ -216,13 +216,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
         "| wall s / run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    means = {}
+    final = {name: rows_of(rows, name, recipe) for name, recipe in recipes.items()}
+    means = {n: 100 * float(np.mean([r["test_error"] for r in f])) for n, f in final.items() if f}
     for name, recipe in recipes.items():
-        final = rows_of(rows, name, recipe)
-        if final:
-            means[name] = 100 * float(np.mean([r["test_error"] for r in final]))
-    for name, recipe in recipes.items():
-        mine, mark = rows_of(rows, name, recipe), ""
+        mine, mark = final[name], ""
         if not mine:
             mine, mark = rows_of(rows, name, recipe, mode=PRE_PROTOCOL), " †"
         if not mine:
