@@ -42,6 +42,7 @@ __all__ = [
     "kept_count",
     "l1_penalty",
     "pool",
+    "predict",
     "prefix_gate",
     "scale_channels",
     "threshold_gate",
@@ -288,6 +289,13 @@ def gate(
     if mode == "topk":
         return topk_gate(saliency, density)
     return prefix_gate(saliency, density, buckets)
+
+
+def predict(layer: Any, gate_input: jax.Array, density: Any, threshold: Any) -> Gates:
+    """The :class:`Gates` of a gated layer (Linen or NNX: it has ``predictor``, ``mode`` and
+    ``buckets``) for a batch: s = ``layer.predictor(pool(gate_input))`` and its :func:`gate`."""
+    s = layer.predictor(pool(gate_input))
+    return Gates(s, gate(s, layer.mode, density, threshold, layer.buckets))
 
 
 def pool(x: jax.Array) -> jax.Array:

@@ -50,12 +50,20 @@ class Predictor(nn.Module):
 
 
 class _Gated(nn.Module):
-    """What every gated Linen layer does with its ``layer`` and ``predictor``."""
+    """What every gated Linen layer does around the layer its :meth:`_layer` builds."""
+
+    def _layer(self) -> nn.Module:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        _gates.check_mode(self.mode)
+        _gates.check_buckets(self.buckets)
+        self.layer = self._layer()
+        self.predictor = Predictor(self.features, self.predictor_rank)
 
     def gate(self, gate_input: jax.Array, density: Any = 1.0, threshold: Any = 0.0) -> Gates:
         """The :class:`Gates` for a batch, from the tensor the predictor pools."""
-        s = self.predictor(_gates.pool(gate_input))
-        return Gates(s, _gates.gate(s, self.mode, density, threshold, self.buckets))
+        return _gates.predict(self, gate_input, density, threshold)
 
     def apply_gates(self, x: jax.Array, gates: Gates) -> jax.Array:
         """layer(x) ⊙ (s ⊙ m) for gates already computed (e.g. sliced to a width); the layer
@@ -112,11 +120,8 @@ class GatedDense(_Gated):
     buckets: Sequence[float] | None = None
     predictor_rank: int | None = None
 
-    def setup(self) -> None:
-        _gates.check_mode(self.mode)
-        _gates.check_buckets(self.buckets)
-        self.layer = nn.Dense(self.features, use_bias=self.use_bias)
-        self.predictor = Predictor(self.features, self.predictor_rank)
+    def _layer(self) -> nn.Module:
+        return nn.Dense(self.features, use_bias=self.use_bias)
 
 
 class GatedConv(_Gated):
@@ -152,14 +157,11 @@ class GatedConv(_Gated):
     buckets: Sequence[float] | None = None
     predictor_rank: int | None = None
 
-    def setup(self) -> None:
-        _gates.check_mode(self.mode)
-        _gates.check_buckets(self.buckets)
-        self.layer = nn.Conv(
+    def _layer(self) -> nn.Module:
+        return nn.Conv(
             self.features,
             tuple(self.kernel_size),
             strides=self.strides,
             padding=self.padding,
             use_bias=self.use_bias,
         )
-        self.predictor = Predictor(self.features, self.predictor_rank)

@@ -69,8 +69,7 @@ class _Gated(nnx.Module):
 
     def gate(self, gate_input: jax.Array, density: Any = 1.0, threshold: Any = 0.0) -> Gates:
         """The :class:`Gates` for a batch, from the tensor the predictor pools."""
-        s = self.predictor(_gates.pool(gate_input))
-        return Gates(s, _gates.gate(s, self.mode, density, threshold, self.buckets))
+        return _gates.predict(self, gate_input, density, threshold)
 
     def apply_gates(self, x: jax.Array, gates: Gates) -> jax.Array:
         """layer(x) ⊙ (s ⊙ m) for gates already computed."""
