@@ -294,6 +294,8 @@ class SkippingLatency(NamedTuple):
       skipping_s: median seconds of the per-example bucket path ``runner(x, d)``
         (gates, host sync, one program per bucket).
       compact_s: median seconds of the per-batch path ``runner.compact(x, d)``.
+      dense_s: median seconds of the same network without gates (``GatedCNN.dense``,
+        one jitted program): the baseline a user of the ungated network would have.
       macs_dense: the ungated network.
       macs_masked: what the masked path executes: dense + predictors.
       macs_effective: mean of what the gates let through + predictors
@@ -310,6 +312,7 @@ class SkippingLatency(NamedTuple):
     masked_s: float
     skipping_s: float
     compact_s: float
+    dense_s: float
     macs_dense: float
     macs_masked: float
     macs_effective: float
@@ -323,6 +326,11 @@ class SkippingLatency(NamedTuple):
     def speedup(self) -> float:
         """Measured: masked_s / skipping_s."""
         return self.masked_s / self.skipping_s
+
+    @property
+    def speedup_over_dense(self) -> float:
+        """Measured: dense_s / skipping_s (what gating saves against no gates at all)."""
+        return self.dense_s / self.skipping_s
 
     @property
     def mac_ratio(self) -> float:
@@ -356,6 +364,15 @@ def _medians(calls: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dic
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+@functools.cache
+def _reference_programs(model: GatedCNN) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Jitted masked and dense logits of ``model`` (one pair per model, reused across
+    calls, so measuring many batches compiles each shape once)."""
+    masked = jax.jit(lambda p, x, d: model.apply({"params": p}, x, d)[0])
+    dense = jax.jit(lambda p, x: model.apply({"params": p}, x, method=GatedCNN.dense))
+    return masked, dense
+
+
 def measure_skipping(
     model: GatedCNN,
     params: PyTree,
@@ -369,10 +386,11 @@ def measure_skipping(
     """Wall-clock and MACs of the masked computation vs the two skipping paths on batch x.
 
     The masked path is ``jax.jit(model.apply)`` (all channels computed, then multiplied
-    by s ⊙ m); the skipping paths are ``runner(x, density)`` (per-example buckets, chosen
+    by s ⊙ m), the dense path the network without gates (``GatedCNN.dense``); the skipping
+    paths are ``runner(x, density)`` (per-example buckets, chosen
     on the host) and ``runner.compact(x, density)`` (the batch's widest widths, chosen on
     the device). Compilation is excluded (warm-up calls compile every program this batch
-    needs); the three are timed interleaved, each call up to ``block_until_ready``.
+    needs); the four are timed interleaved, each call up to ``block_until_ready``.
     :func:`dynprune.stats.compare_latency` jits what it times, which the host-driven path
     is not, so the same interleaved timing is done here without the jit.
 
@@ -404,8 +422,7 @@ def measure_skipping(
     check_density(density)
     runner = BucketRunner(model, params) if runner is None else runner
     d = np.float32(density)
-    masked_fn = jax.jit(lambda p, x, d: model.apply({"params": p}, x, d)[0])
-    masked_fn = masked_fn.lower(params, x, d).compile()
+    masked_fn, dense_fn = _reference_programs(model)
     reference = masked_fn(params, x, d)
     out, bucket = runner(x, density)
     compact, widest = runner.compact(x, density)
@@ -422,6 +439,7 @@ def measure_skipping(
     medians = _medians(
         {
             "masked": lambda: masked_fn(params, x, d),
+            "dense": lambda: dense_fn(params, x),
             "skipping": lambda: runner(x, density)[0],
             "compact": lambda: runner.compact(x, density)[0],
         },
@@ -434,6 +452,7 @@ def measure_skipping(
         masked_s=medians["masked"],
         skipping_s=medians["skipping"],
         compact_s=medians["compact"],
+        dense_s=medians["dense"],
         macs_dense=dense_macs(layers),
         macs_masked=dense_macs(layers) + predictors,
         macs_effective=float(effective_macs(layers).mean()),
@@ -452,19 +471,23 @@ def format_skipping(results: Sequence[SkippingLatency]) -> str:
 
     For each path, "speedup" is measured (masked / path seconds) and "MACs" counted
     (masked / path MACs executed, padding rows included); "eff." is masked / effective
-    MACs; "kept" the mean kept fraction per gated layer.
+    MACs; "vs dense" is dense / bucket seconds; "kept" the mean kept fraction per gated
+    layer.
 
     Examples:
       >>> from dynprune import gating
-      >>> r = gating.SkippingLatency(64, 0.3, 2e-3, 1e-3, 1.6e-3, 100.0, 101.0, 30.0, 40.0,
-      ...                            80.0, 0.0, (0.25, 0.5), 3)
+      >>> r = gating.SkippingLatency(64, 0.3, 2e-3, 1e-3, 1.6e-3, 1.9e-3, 100.0, 101.0, 30.0,
+      ...                            40.0, 80.0, 0.0, (0.25, 0.5), 3)
       >>> print(gating.format_skipping([r]))  # doctest: +NORMALIZE_WHITESPACE
-      batch density masked ms bucket ms speedup MACs compact ms speedup MACs eff. groups kept
-         64    0.30     2.000     1.000   2.00x 2.52x      1.600   1.25x 1.26x 3.37x  3 0.25 0.50
+      batch density masked ms bucket ms speedup MACs compact ms speedup MACs eff. vs dense
+        groups kept
+         64    0.30     2.000     1.000   2.00x 2.52x      1.600   1.25x 1.26x 3.37x 1.90x
+        3 0.25 0.50
     """
     lines = [
         f"{'batch':>5} {'density':>7} {'masked ms':>9} {'bucket ms':>9} {'speedup':>7} "
-        f"{'MACs':>6} {'compact ms':>10} {'speedup':>7} {'MACs':>6} {'eff.':>6} {'groups':>6} kept"
+        f"{'MACs':>6} {'compact ms':>10} {'speedup':>7} {'MACs':>6} {'eff.':>6} {'vs dense':>8} "
+        f"{'groups':>6} kept"
     ]
     for r in results:
         kept = " ".join(f"{f:.2f}" for f in r.kept_fraction)
@@ -472,6 +495,7 @@ def format_skipping(results: Sequence[SkippingLatency]) -> str:
             f"{r.batch:>5} {r.density:>7.2f} {1e3 * r.masked_s:>9.3f} {1e3 * r.skipping_s:>9.3f} "
             f"{r.speedup:>6.2f}x {r.mac_ratio:>5.2f}x {1e3 * r.compact_s:>10.3f} "
             f"{r.compact_speedup:>6.2f}x {r.compact_mac_ratio:>5.2f}x "
-            f"{r.macs_masked / r.macs_effective:>5.2f}x {r.groups:>6} {kept}"
+            f"{r.macs_masked / r.macs_effective:>5.2f}x {r.speedup_over_dense:>7.2f}x "
+            f"{r.groups:>6} {kept}"
         )
     return "\n".join(lines)

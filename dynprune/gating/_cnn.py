@@ -1,7 +1,8 @@
 """A small gated CNN (conv → gated convs → dense) and its per-example MAC accounting.
 
-    x ─ stem conv 3×3, ReLU ─ h ─┬─ [gated conv 3×3, ReLU, max-pool 2] × L ─ flatten ─ dense
-                                 └─ every gated layer's predictor pools h
+    x ─ stem conv 3×3, ReLU (, max-pool 2) ─ h ─┬─ [gated conv 3×3, ReLU, max-pool 2] × L
+                                                 │   ─ flatten ─ dense
+                                                 └─ every gated layer's predictor pools h
 
 Every predictor reads the stem's features h (``gate_input``), as Dynamic Slimmable
 Networks place their gate at the start of a stage, so all gates of an input are known
@@ -36,11 +37,12 @@ DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
 
 
 class GatedCNN(nn.Module):
-    """stem conv → L × (gated conv 3×3 SAME, ReLU, max-pool 2) → dense, channels last.
+    """stem conv (, max-pool 2) → L × (gated conv 3×3 SAME, ReLU, max-pool 2) → dense,
+    channels last.
 
     Parameter paths: ``stem/kernel``, ``gated_{i}/layer/kernel``,
-    ``gated_{i}/predictor/up/kernel``, ``head/kernel``. The input's height and width must
-    be divisible by 2^L.
+    ``gated_{i}/predictor/up/kernel``, ``head/kernel``. Max-pools are 2×2, stride 2,
+    VALID: an odd height or width loses its last row or column.
 
     Attributes:
       features: (stem channels, gated layer 1 channels, …, gated layer L channels), L ≥ 1.
@@ -50,6 +52,9 @@ class GatedCNN(nn.Module):
       buckets: prefix mode: the width fractions every gated layer rounds up to (ignored
         by the other modes).
       predictor_rank: rank of the predictors' W_p (None: full, features[0]·C_l MACs).
+      stem_pool: max-pool the stem's output, so the gated layers run at half the input's
+        resolution. On CPU this moves the work from many small convolutions, whose cost
+        hardly falls with their width, into fewer wider ones, whose cost does.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -67,6 +72,7 @@ class GatedCNN(nn.Module):
     mode: str = "prefix"
     buckets: Sequence[float] | None = DEFAULT_BUCKETS
     predictor_rank: int | None = None
+    stem_pool: bool = False
 
     def setup(self) -> None:
         if len(self.features) < 2:
@@ -83,18 +89,31 @@ class GatedCNN(nn.Module):
         )
         self.head = nn.Dense(self.classes)
 
+    def features_of(self, x: jax.Array) -> jax.Array:
+        """The stem's features h (what every predictor pools)."""
+        h = nn.relu(self.stem(x))
+        return nn.max_pool(h, (2, 2), strides=(2, 2)) if self.stem_pool else h
+
     def gates(
         self, x: jax.Array, density: Any = 1.0, threshold: Any = 0.0
     ) -> tuple[jax.Array, tuple[Gates, ...]]:
         """The cheap pass: stem features h and every gated layer's :class:`Gates`."""
-        h = nn.relu(self.stem(x))
+        h = self.features_of(x)
         return h, tuple(layer.gate(h, density, threshold) for layer in self.gated)
 
-    def trunk(self, h: jax.Array, gates: Sequence[Gates]) -> jax.Array:
-        """The gated layers and the head on stem features h, with the gates given."""
+    def trunk(self, h: jax.Array, gates: Sequence[Gates | None]) -> jax.Array:
+        """The gated layers and the head on stem features h, with the gates given
+        (``None``: the layer runs ungated, every channel at scale 1)."""
         for layer, g in zip(self.gated, gates, strict=True):
-            h = nn.max_pool(nn.relu(layer.apply_gates(h, g)), (2, 2), strides=(2, 2))
+            y = layer.layer(h) if g is None else layer.apply_gates(h, g)
+            h = nn.max_pool(nn.relu(y), (2, 2), strides=(2, 2))
         return self.head(h.reshape(h.shape[0], -1))
+
+    def dense(self, x: jax.Array) -> jax.Array:
+        """The same network without gates: logits [B, classes], every channel computed at
+        scale 1 and no predictor run (it reads no ``predictor`` parameters). The baseline a
+        gated network is compared with (``model.apply(v, x, method=GatedCNN.dense)``)."""
+        return self.trunk(self.features_of(x), (None,) * len(self.gated))
 
     def __call__(
         self, x: jax.Array, density: Any = 1.0, threshold: Any = 0.0
@@ -116,7 +135,7 @@ def layer_macs(
 
     Args:
       model: the network.
-      params: its parameters.
+      params: its parameters (without the predictors': the ungated network's layers).
       kept: one bool [B, C_l] mask per gated layer (``[g.kept for g in gates]``).
       example: one input with a batch axis of 1.
 
@@ -131,7 +150,10 @@ def layer_macs(
       >>> gating.effective_macs(layers).tolist(), gating.dense_macs(layers)
       ([1784.0], 5280.0)
     """
-    apply_fn = lambda p, x: model.apply({"params": p}, x)[0]
+    if all("predictor" in params[f"gated_{i}"] for i in range(len(model.features) - 1)):
+        apply_fn = lambda p, x: model.apply({"params": p}, x)[0]
+    else:  # the ungated network's parameters (e.g. statically pruned): no predictors run
+        apply_fn = lambda p, x: model.apply({"params": p}, x, method=GatedCNN.dense)
     report = stats.cost(apply_fn, params, jnp.zeros((1, *example.shape[1:]), example.dtype))
     layers = []
     for path, row in report["layers"].items():

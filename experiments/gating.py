@@ -1,0 +1,63 @@
+"""Per-input pruning on MNIST and Fashion-MNIST: gated CNN vs dense vs static at equal MACs.
+
+A thin command line over ``dynprune.harness.gating_runs``; the experiment is the data in
+``--config`` (default ``experiments/configs/gating.json``). Two stages, in order:
+
+  validation  per dataset, the dense run and one gated run per candidate density (selection
+              seed), evaluated on the 5,000 held-out training images; no test image is read.
+  test        per dataset, the density the validation rows choose (``choose_density``),
+              and per test seed the dense, gated and static runs, evaluated on the test set.
+  table       print the test rows' table (also written next to ``--out`` as ``.md``).
+
+Rows go to ``--out`` once per run key: run the same command again after a kill and it goes
+on with the runs that are missing. ``--dataset`` restricts a stage to one dataset (two
+processes, one per dataset, may share ``--out``).
+
+Example:
+  python experiments/gating.py validation
+  python experiments/gating.py test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from dynprune.harness import gating_runs, recipes, results
+
+log = logging.getLogger("gating")
+
+HERE = Path(__file__).parent
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("stage", choices=["validation", "test", "table"])
+    p.add_argument("--config", type=Path, default=HERE / "configs" / "gating.json")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "gating.jsonl")
+    p.add_argument("--dataset", help="run one dataset of the config only")
+    p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = gating_runs.load_config(args.config)
+    if args.dataset is not None:
+        if args.dataset not in config.datasets:
+            p.error(f"--dataset {args.dataset!r} is not in the config's {config.datasets}")
+        config = dataclasses.replace(config, datasets=(args.dataset,))
+    if args.stage != "table":
+        for kwargs in gating_runs.plan(config, results.read_jsonl(args.out), args.stage):
+            row = gating_runs.run(config, **kwargs, out=args.out, data_dir=args.data_dir)
+            log.info(
+                "%s %s seed %d (%s, d=%s): error %.2f%%, MAC ratio %.2fx, speedup b1 %.2fx",
+                row["dataset"], row["method"], row["seed"], row["split"], row["density"],
+                100 * row["error"], row["mac_ratio"], row["speedup_b1"],
+            )  # fmt: skip
+    table = gating_runs.format_table(results.read_jsonl(args.out), config)
+    recipes.write_atomically(args.out.with_suffix(".md"), table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
