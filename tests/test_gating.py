@@ -294,6 +294,33 @@ def test_cnn_layer_macs_by_hand():
     assert gating.dense_macs(layers) == 288 + 1152 + 48
 
 
+def test_stem_pool_bucket_path_equals_masked_path_and_dense_is_the_ungated_network():
+    model = gating.GatedCNN(features=(4, 8, 8), classes=3, stem_pool=True)
+    x = jnp.tile(X_CNN, (1, 2, 2, 1))  # 16 x 16: pools to 8 x 8 before the gates
+    params = jax.jit(model.init)(KEY, x)["params"]
+    runner = gating.BucketRunner(model, params)
+    masked, gates = model.apply({"params": params}, x, 0.6)
+    np.testing.assert_allclose(runner(x, 0.6)[0], masked, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(runner.compact(x[:1], 0.6)[0], masked[:1], atol=1e-5, rtol=1e-5)
+    # dense: every channel at scale 1, no predictor read (they are absent from its params)
+    layers = {k: ({"layer": v["layer"]} if k.startswith("gated_") else v) for k, v in params.items()}
+    dense = model.apply({"params": layers}, x, method=gating.GatedCNN.dense)
+    h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+    ones = [gating.Gates(jnp.ones_like(g.saliency), jnp.ones_like(g.kept)) for g in gates]
+    reference = model.apply({"params": params}, h, ones, method=gating.GatedCNN.trunk)
+    np.testing.assert_allclose(dense, reference, atol=1e-6)
+    assert h.shape == (16, 8, 8, 4)
+
+
+def test_layer_macs_of_the_ungated_network_count_no_predictor():
+    model, x = gating.GatedCNN(features=(2, 4), classes=3), jnp.ones((2, 4, 4, 1))
+    params = jax.jit(model.init)(KEY, x)["params"]
+    params["gated_0"] = {"layer": params["gated_0"]["layer"]}
+    layers = gating.layer_macs(model, params, [np.array([[1, 0, 0, 0]], bool)], x[:1])
+    assert not any(layer.predictor for layer in layers)
+    np.testing.assert_allclose(gating.effective_macs(layers), [288 + 1152 / 4 + 48 / 4])
+
+
 def test_mac_summary_jaccard_and_density_per_class_against_reference():
     s = gating.summarize_macs(np.arange(1.0, 101.0), dense=202.0)
     assert (s.mean, s.p50, s.p95, s.reduction) == (50.5, 50.5, pytest.approx(95.05), 4.0)
