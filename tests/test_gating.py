@@ -303,7 +303,9 @@ def test_stem_pool_bucket_path_equals_masked_path_and_dense_is_the_ungated_netwo
     np.testing.assert_allclose(runner(x, 0.6)[0], masked, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(runner.compact(x[:1], 0.6)[0], masked[:1], atol=1e-5, rtol=1e-5)
     # dense: every channel at scale 1, no predictor read (they are absent from its params)
-    layers = {k: ({"layer": v["layer"]} if k.startswith("gated_") else v) for k, v in params.items()}
+    layers = {
+        k: ({"layer": v["layer"]} if k.startswith("gated_") else v) for k, v in params.items()
+    }
     dense = model.apply({"params": layers}, x, method=gating.GatedCNN.dense)
     h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
     ones = [gating.Gates(jnp.ones_like(g.saliency), jnp.ones_like(g.kept)) for g in gates]
