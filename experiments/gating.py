@@ -1,7 +1,7 @@
 """Per-input pruning on MNIST and Fashion-MNIST: gated CNN vs dense vs static at equal MACs.
 
 A thin command line over ``dynprune.harness.gating_runs``; the experiment is the data in
-``--config`` (default ``experiments/configs/gating.json``). Two stages, in order:
+``--config`` (default ``experiments/gating.json``). Two stages, in order:
 
   validation  per dataset, the dense run and one gated run per candidate density (selection
               seed), evaluated on the 5,000 held-out training images; no test image is read.
@@ -35,7 +35,7 @@ HERE = Path(__file__).parent
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("stage", choices=["validation", "test", "table"])
-    p.add_argument("--config", type=Path, default=HERE / "configs" / "gating.json")
+    p.add_argument("--config", type=Path, default=HERE / "gating.json")
     p.add_argument("--out", type=Path, default=HERE / "results" / "gating.jsonl")
     p.add_argument("--dataset", help="run one dataset of the config only")
     p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")

@@ -17,29 +17,10 @@ from dynprune import gating
 from dynprune.harness import gating_runs, results
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "features": [4, 8, 8],
-    "stem_pool": True,
-    "buckets": [0.25, 0.5, 0.75, 1.0],
-    "epochs": 1,
-    "static_epochs": 1,
-    "batch_size": 64,
-    "learning_rate": 0.003,
-    "l1": 0.0001,
-    "validation": 1000,
-    "train_examples": 256,
-    "densities": [0.5, 0.3],
-    "max_loss": 0.003,
-    "selection_seed": 0,
-    "seeds": [0, 1, 2],
-    "datasets": ["mnist"],
-    "latency_examples": 2,
-    "latency_reps": 2,
-}
 
 
 def tiny_config(**changes):
-    return gating_runs.Config.from_dict({**TINY, **changes})
+    return gating_runs.Config.from_dict({**gating_runs.SMALL, **changes})
 
 
 def test_config_refuses_unknown_and_missing_fields_and_bad_values_by_name():
@@ -47,7 +28,7 @@ def test_config_refuses_unknown_and_missing_fields_and_bad_values_by_name():
         ValueError, match=r"unknown fields \['epoch'\], missing fields \['epochs'\]"
     ):
         gating_runs.Config.from_dict(
-            {**{k: v for k, v in TINY.items() if k != "epochs"}, "epoch": 1}
+            {**{k: v for k, v in gating_runs.SMALL.items() if k != "epochs"}, "epoch": 1}
         )
     with pytest.raises(ValueError, match=r"density must be a finite number in \(0, 1\], got 1.5"):
         tiny_config(densities=[0.5, 1.5])
@@ -147,7 +128,7 @@ def test_validation_then_test_on_real_mnist_rows_once(tmp_path, monkeypatch):
     reads the density the validation rows chose, every row exists once, and running a stage
     again adds nothing."""
     config_path = tmp_path / "gating.json"
-    config_path.write_text(json.dumps({**TINY, "seeds": [1]}))
+    config_path.write_text(json.dumps({**gating_runs.SMALL, "seeds": [1]}))
     out = tmp_path / "gating.jsonl"
     command = [sys.executable, str(ROOT / "experiments" / "gating.py")]
     env = {"DYNPRUNE_CACHE_DIR": str(tmp_path / "cache")}

@@ -43,6 +43,13 @@ class LayerMACs(NamedTuple):
       kept_out: bool [B, C_out] keep-mask of its output channels, or None (not gated).
       kept_in: bool [B, C_in] keep-mask of its input channels, or None (not gated).
       predictor: True for a gate predictor: counted in effective MACs, not in dense.
+
+    Examples:
+      >>> import numpy as np
+      >>> from dynprune import gating
+      >>> layer = gating.LayerMACs(100.0, kept_out=np.array([[1, 0, 0, 0]], bool))
+      >>> gating.effective_macs([layer]).tolist()
+      [25.0]
     """
 
     macs: float
@@ -88,7 +95,19 @@ def effective_macs(layers: Sequence[LayerMACs]) -> np.ndarray:
 
 
 def dense_macs(layers: Sequence[LayerMACs]) -> float:
-    """MACs per example of the ungated network: Σ M over the layers that are not predictors."""
+    """MACs per example of the ungated network: Σ M over the layers that are not predictors.
+
+    Args:
+      layers: every layer of the network (:class:`LayerMACs`), predictors included.
+
+    Returns:
+      float.
+
+    Examples:
+      >>> from dynprune import gating
+      >>> gating.dense_macs([gating.LayerMACs(8.0), gating.LayerMACs(2.0, predictor=True)])
+      8.0
+    """
     return float(sum(layer.macs for layer in layers if not layer.predictor))
 
 
@@ -101,6 +120,11 @@ class MACSummary(NamedTuple):
       p50: median.
       p95: 95th percentile.
       reduction: dense / mean.
+
+    Examples:
+      >>> from dynprune import gating
+      >>> gating.summarize_macs([10.0, 30.0], dense=40.0).reduction
+      2.0
     """
 
     dense: float
@@ -112,6 +136,13 @@ class MACSummary(NamedTuple):
 
 def summarize_macs(effective: Any, dense: float) -> MACSummary:
     """:class:`MACSummary` of per-example effective MACs (linear-interpolated percentiles).
+
+    Args:
+      effective: effective MACs per example, [B] (:func:`effective_macs`).
+      dense: MACs per example of the ungated network (:func:`dense_macs`).
+
+    Returns:
+      :class:`MACSummary`; ``reduction`` is inf when every example costs 0.
 
     Examples:
       >>> from dynprune import gating
@@ -200,6 +231,14 @@ def class_jaccard(kept: Any, labels: Any, num_classes: int | None = None) -> np.
     The diagonal is the within-class similarity (self-pairs excluded); when it is above the
     off-diagonal, the gates pick channels by class. NaN where a class has too few examples.
 
+    Args:
+      kept: bool [B, C], or a sequence of per-layer [B, C_l] masks (one set per example).
+      labels: int [B], the examples' classes in [0, K).
+      num_classes: K (default: max label + 1).
+
+    Returns:
+      float64 [K, K].
+
     Examples:
       >>> import numpy as np
       >>> from dynprune import gating
@@ -216,6 +255,15 @@ def class_jaccard(kept: Any, labels: Any, num_classes: int | None = None) -> np.
 
 def density_per_class(kept: Any, labels: Any, num_classes: int | None = None) -> np.ndarray:
     """Mean kept fraction of the examples of each class, [K] (NaN for an absent class).
+
+    Args:
+      kept: bool [B, C], or a sequence of per-layer [B, C_l] masks (concatenated: the
+        fraction is over all their channels).
+      labels: int [B], the examples' classes in [0, K).
+      num_classes: K (default: max label + 1).
+
+    Returns:
+      float64 [K].
 
     Examples:
       >>> import numpy as np

@@ -305,6 +305,13 @@ class SkippingLatency(NamedTuple):
       max_abs_diff: max |masked − skipping| and |masked − compact| over the logits.
       kept_fraction: per gated layer, the mean fraction of channels kept.
       groups: buckets in the batch (programs the bucket path ran).
+
+    Examples:
+      >>> from dynprune import gating
+      >>> r = gating.SkippingLatency(1, 0.5, 2e-3, 1e-3, 1.2e-3, 1.8e-3, 100.0, 101.0, 40.0,
+      ...                            40.0, 40.0, 0.0, (0.5,), 1)
+      >>> round(r.speedup, 2), round(r.speedup_over_dense, 2), round(r.mac_ratio, 2)
+      (2.0, 1.8, 2.52)
     """
 
     batch: int
@@ -473,6 +480,12 @@ def format_skipping(results: Sequence[SkippingLatency]) -> str:
     (masked / path MACs executed, padding rows included); "eff." is masked / effective
     MACs; "vs dense" is dense / bucket seconds; "kept" the mean kept fraction per gated
     layer.
+
+    Args:
+      results: :class:`SkippingLatency` rows, one per line.
+
+    Returns:
+      The table as text.
 
     Examples:
       >>> from dynprune import gating

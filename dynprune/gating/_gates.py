@@ -58,6 +58,13 @@ _REL_TOL = 1e-6  # d·C within this relative distance above an integer counts as
 class Gates(NamedTuple):
     """What a gated layer's predictor decided for a batch.
 
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from dynprune import gating
+      >>> g = gating.Gates(jnp.array([[2.0, 1.0, 0.5]]), jnp.array([[True, False, True]]))
+      >>> g.scale.tolist()
+      [[2.0, 0.0, 0.5]]
+
     Attributes:
       saliency: s, float [B, C], s ≥ 0: the predictor's output, before the mask (the L1
         penalty and the gradients to the predictor go through it).
@@ -89,6 +96,12 @@ def check_density(density: Any) -> Any:
 
     A value traced inside ``jit`` cannot raise; it is returned unchanged and the gates
     clip it (see :func:`kept_count`).
+
+    Args:
+      density: d, the fraction of channels (or of saliency mass) kept.
+
+    Returns:
+      ``density`` unchanged.
 
     Raises:
       TypeError: if a concrete ``density`` is not a real scalar.
@@ -127,8 +140,24 @@ def check_threshold(threshold: Any) -> Any:
 def check_buckets(buckets: Sequence[float] | None) -> tuple[float, ...] | None:
     """``buckets`` as a tuple after checking they are increasing fractions in (0, 1] ending at 1.
 
+    Args:
+      buckets: the width fractions of a prefix gate, e.g. (0.25, 0.5, 0.75, 1.0), or None
+        (every width allowed).
+
+    Returns:
+      The fractions as a tuple of floats (None for None).
+
     Raises:
       ValueError: naming ``buckets`` and the value.
+
+    Examples:
+      >>> from dynprune import gating
+      >>> gating.check_buckets([0.5, 1])
+      (0.5, 1.0)
+      >>> gating.check_buckets([0.5, 0.75])
+      Traceback (most recent call last):
+      ...
+      ValueError: buckets must be increasing fractions in (0, 1] ending at 1.0, got [0.5, 0.75]
     """
     if buckets is None:
         return None
@@ -153,6 +182,13 @@ def kept_count(density: Any, channels: int) -> jax.Array:
     as that integer, so float rounding never adds a channel (0.3·10 keeps 3, not 4). A
     traced d outside (0, 1] is clipped: d ≤ 0 or NaN keeps 1 channel, d > 1 keeps C.
 
+    Args:
+      density: d, a scalar (concrete or traced).
+      channels: C ≥ 1.
+
+    Returns:
+      int32 scalar k.
+
     Examples:
       >>> from dynprune import gating
       >>> [int(gating.kept_count(d, 10)) for d in (0.01, 0.3, 0.31, 1.0)]
@@ -166,6 +202,13 @@ def kept_count(density: Any, channels: int) -> jax.Array:
 
 def bucket_widths(buckets: Sequence[float], channels: int) -> tuple[int, ...]:
     """The allowed prefix widths ⌈f·C⌉ (clipped to [1, C]) of width fractions ``buckets``.
+
+    Args:
+      buckets: increasing width fractions f ∈ (0, 1].
+      channels: C, the layer's width.
+
+    Returns:
+      One width per fraction.
 
     Examples:
       >>> from dynprune import gating
@@ -206,6 +249,16 @@ def topk_gate(saliency: jax.Array, density: Any) -> jax.Array:
 
 def threshold_gate(saliency: jax.Array, threshold: Any) -> jax.Array:
     """Keep m_c = [s_c > τ]; τ may be traced; NaN saliencies are dropped.
+
+    The number kept varies per example (from 0 to C), which makes the work data-dependent
+    in size: a threshold gate saves MACs on paper, a prefix gate can also save time.
+
+    Args:
+      saliency: s, float [..., C].
+      threshold: τ, a real scalar (traced or concrete).
+
+    Returns:
+      bool [..., C].
 
     Examples:
       >>> import jax.numpy as jnp
@@ -276,9 +329,26 @@ def gate(
     """The keep-mask of ``mode`` (:data:`MODES`): :func:`topk_gate`, :func:`threshold_gate`
     or :func:`prefix_gate`. Concrete ``density`` / ``threshold`` are checked here.
 
+    Args:
+      saliency: s, float [..., C].
+      mode: ``"topk"``, ``"threshold"`` or ``"prefix"``.
+      density: d ∈ (0, 1] (``"topk"``, ``"prefix"``); default 1.0.
+      threshold: τ (``"threshold"``); default 0.0.
+      buckets: ``"prefix"`` only: the allowed width fractions (None: every width).
+
+    Returns:
+      bool [..., C], the channels kept per example.
+
     Raises:
       ValueError: for an unknown mode, a concrete density outside (0, 1], a non-finite
         threshold, or ``buckets`` with a mode other than ``"prefix"``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from dynprune import gating
+      >>> s = jnp.array([[3.0, 0.0, 1.0, 2.0]])
+      >>> [gating.gate(s, m, 0.5, 1.5).astype(int).tolist() for m in gating.MODES]
+      [[[1, 0, 0, 1]], [[1, 0, 0, 1]], [[1, 0, 0, 0]]]
     """
     check_mode(mode)
     if buckets is not None and mode != "prefix":
@@ -300,7 +370,23 @@ def predict(layer: Any, gate_input: jax.Array, density: Any, threshold: Any) -> 
 
 def pool(x: jax.Array) -> jax.Array:
     """Global average over the axes between batch and channels (FBS's pool(x)): [B, ..., C]
-    → [B, C]; a [B, C] input is returned as is."""
+    → [B, C]; a [B, C] input is returned as is.
+
+    Args:
+      x: [B, ..., C], at least 2 axes.
+
+    Returns:
+      [B, C].
+
+    Raises:
+      ValueError: for fewer than 2 axes.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from dynprune import gating
+      >>> gating.pool(jnp.arange(8.0).reshape(1, 2, 2, 2)).tolist()
+      [[3.0, 4.0]]
+    """
     if x.ndim < 2:
         raise ValueError(f"a gated layer needs a batch axis and a channel axis, got {x.shape}")
     return x.mean(axis=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x
@@ -317,6 +403,12 @@ def l1_penalty(gates: Any) -> jax.Array:
 
     Add λ times it to the task loss; it pushes saliencies, and so the kept channels'
     scales, towards zero.
+
+    Args:
+      gates: a pytree whose :class:`Gates` leaves are summed (other leaves are ignored).
+
+    Returns:
+      float32 scalar.
 
     Examples:
       >>> import jax.numpy as jnp

@@ -37,6 +37,16 @@ class Predictor(nn.Module):
       rank: None for a full W_p (G·C MACs per example); r for W_p = U·V of rank r
         (r·(G + C) MACs), for when G·C would rival the layer itself (a Dense layer on a
         flat input, whose pool is the identity).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import gating
+      >>> predictor = gating.Predictor(features=3, rank=2)
+      >>> v = jnp.ones((4, 5))
+      >>> params = predictor.init(jax.random.key(0), v)["params"]
+      >>> s = predictor.apply({"params": params}, v)
+      >>> s.shape, bool((s >= 0).all()), sorted(params)
+      ((4, 3), True, ['down', 'up'])
     """
 
     features: int

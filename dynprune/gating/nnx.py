@@ -30,6 +30,15 @@ class Predictor(nnx.Module):
       out_features: C.
       rank: None for a full W_p (G·C MACs); r for W_p = U·V of rank r (r·(G + C) MACs).
       rngs: NNX random streams.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dynprune import gating
+      >>> predictor = gating.nnx.Predictor(5, 3, rngs=nnx.Rngs(0))
+      >>> s = predictor(jnp.ones((4, 5)))
+      >>> s.shape, bool((s >= 0).all())
+      ((4, 3), True)
     """
 
     def __init__(

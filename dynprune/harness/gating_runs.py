@@ -57,11 +57,38 @@ log = logging.getLogger(__name__)
 
 METHODS = ("dense", "gated", "static")
 SPLITS = ("validation", "test")
+SMALL = {
+    "features": [4, 8, 8],
+    "stem_pool": True,
+    "buckets": [0.25, 0.5, 0.75, 1.0],
+    "epochs": 1,
+    "static_epochs": 1,
+    "batch_size": 64,
+    "learning_rate": 0.003,
+    "l1": 0.0001,
+    "validation": 1000,
+    "train_examples": 256,
+    "densities": [0.5, 0.3],
+    "max_loss": 0.003,
+    "selection_seed": 0,
+    "seeds": [0, 1, 2],
+    "datasets": ["mnist"],
+    "latency_examples": 2,
+    "latency_reps": 2,
+}
+"""A tiny configuration (a 4-8-8 network on 256 images) for examples and quick checks: it
+exercises every step in seconds and measures nothing worth reporting."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The experiment, as data (``experiments/configs/gating.json``).
+    """The experiment, as data (``experiments/gating.json``).
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
+      >>> config.model().features, config.densities
+      ((4, 8, 8), (0.5, 0.3))
 
     Attributes:
       features: the :class:`~dynprune.gating.GatedCNN`'s (stem, gated 1, …, gated L) widths.
@@ -105,7 +132,25 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:
-        """A config from a JSON object; unknown or missing fields are refused by name."""
+        """A config from a JSON object; unknown or missing fields are refused by name.
+
+        Args:
+          values: one value per field (lists become tuples); a ``"comment"`` is allowed.
+
+        Returns:
+          The :class:`Config`.
+
+        Raises:
+          ValueError: naming unknown and missing fields, a density outside (0, 1] or an
+            unknown dataset.
+
+        Examples:
+          >>> from dynprune.harness import gating_runs
+          >>> gating_runs.Config.from_dict({**gating_runs.SMALL, "datasets": ["cifar10"]})
+          Traceback (most recent call last):
+          ...
+          ValueError: gating config: unknown dataset 'cifar10'
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names - {"comment"})
         missing = sorted(names - set(values))
@@ -122,13 +167,15 @@ class Config:
         return config
 
     def model(self) -> gating.GatedCNN:
-        """The network every method shares."""
+        """The network every method shares: a prefix-mode :class:`~dynprune.gating.GatedCNN`."""
         return gating.GatedCNN(
             features=self.features, mode="prefix", buckets=self.buckets, stem_pool=self.stem_pool
         )
 
     def training(self) -> dict[str, Any]:
-        """The fields a run's key depends on besides (dataset, method, seed, split, density)."""
+        """The fields a run's key depends on besides (dataset, method, seed, split, density):
+        every field but the choices among runs (densities, seeds, datasets, selection) and
+        the latency measurement's size."""
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()
@@ -139,14 +186,48 @@ class Config:
 
 
 def load_config(path: str | os.PathLike) -> Config:
-    """Reads a :class:`Config` from a JSON file."""
+    """Reads a :class:`Config` from a JSON file.
+
+    Args:
+      path: the file (``experiments/gating.json``).
+
+    Returns:
+      The :class:`Config` (:meth:`Config.from_dict` checks it).
+
+    Examples:
+      >>> import json, tempfile, pathlib
+      >>> from dynprune.harness import gating_runs
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "gating.json"
+      >>> _ = path.write_text(json.dumps(gating_runs.SMALL))
+      >>> gating_runs.load_config(path).epochs
+      1
+    """
     return Config.from_dict(json.loads(Path(path).read_text()))
 
 
 def run_key(
     config: Config, dataset: str, method: str, seed: int, split: str, density: float | None
 ) -> str:
-    """The key of one run's row (its identity: a row with this key is written once)."""
+    """The key of one run's row (its identity: a row with this key is written once).
+
+    Args:
+      config: the experiment (only :meth:`Config.training`'s fields count).
+      dataset: the dataset name.
+      method: one of :data:`METHODS`.
+      seed: the run's seed.
+      split: where the row's error is measured (:data:`SPLITS`).
+      density: the gates' d (None for dense runs).
+
+    Returns:
+      16 hex digits (:func:`dynprune.harness.results.run_key`).
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
+      >>> a = gating_runs.run_key(config, "mnist", "gated", 0, "test", 0.5)
+      >>> len(a), a == gating_runs.run_key(config, "mnist", "gated", 0, "test", 0.3)
+      (16, False)
+    """
     return results.run_key(
         {
             "experiment": "gating",
@@ -210,7 +291,17 @@ def train(
       epochs: default ``config.epochs``.
 
     Returns:
-      The trained parameters (``_dense_params`` shaped for dense and static runs).
+      The trained parameters (without the predictors' for dense and static runs).
+
+    Examples:
+      >>> import numpy as np
+      >>> from dynprune.harness import data, gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
+      >>> images = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1), np.uint8)
+      >>> tiny = data.Dataset(images, np.arange(64) % 10)
+      >>> params = gating_runs.train(config, "gated", tiny, seed=0, density=0.5)
+      >>> sorted(params), sorted(params["gated_0"])
+      (['gated_0', 'gated_1', 'head', 'stem'], ['layer', 'predictor'])
     """
     model = config.model()
     if params is None:
@@ -256,12 +347,29 @@ def gated_accounting(
 ) -> dict[str, Any]:
     """Error and per-input accounting of a gated network on ``data``.
 
+    Args:
+      model: the gated network.
+      params: its parameters (predictors included).
+      data: the images to evaluate, each gated on its own.
+      density: the gates' d.
+
     Returns:
       ``error``, ``macs_dense`` (the ungated network), ``macs`` (mean effective MACs per
       example, predictors included), ``macs_p50``, ``macs_p95``, ``mac_ratio``,
       ``kept_fraction`` (mean per gated layer), ``jaccard`` (mean pairwise, all layers'
       kept sets together), ``density_per_class`` (mean kept fraction, all layers, per
       class).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> from dynprune.harness import data, gating_runs
+      >>> model = gating_runs.Config.from_dict(gating_runs.SMALL).model()
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+      >>> images = np.random.default_rng(0).integers(0, 255, (20, 28, 28, 1), np.uint8)
+      >>> images = data.Dataset(images, np.arange(20) % 10)
+      >>> row = gating_runs.gated_accounting(model, params, images, 0.5)
+      >>> row["macs"] < row["macs_dense"], len(row["kept_fraction"]), len(row["density_per_class"])
+      (True, 2, 10)
     """
     fn = jax.jit(lambda x: _logits_and_kept(model, params, x, density))
     logits, *kept = _predict(fn, data)
@@ -295,8 +403,23 @@ def static_widths(
     Every gated layer keeps the same fraction f of its output channels, round(f·C_l) (at
     least 1), f = k / C_1 for k = 1 … C_1 (whole channels of the first gated layer).
 
+    Args:
+      model: the network (its ``features`` give the widths).
+      params: the ungated network's parameters (``GatedCNN.dense`` reads them).
+      target_macs: the MACs per example to match (the gated run's mean on validation).
+
     Returns:
-      ``(f, widths, macs)``.
+      ``(f, widths, macs)``: the fraction, each gated layer's width, and the MACs per
+      example of the network cut to those widths.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune.harness import gating_runs
+      >>> model = gating_runs.Config.from_dict(gating_runs.SMALL).model()
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+      >>> fraction, widths, macs = gating_runs.static_widths(model, params, 60_000)
+      >>> fraction, widths, macs
+      (0.5, (4, 4), 63928.0)
     """
     first = model.features[1]
     fractions = np.arange(1, first + 1) / first
@@ -364,8 +487,26 @@ def measure_gated(
     """Batch-1 and batch-64 latency of the gated network's bucket path against the dense
     network's (``dense``: that run's parameters), on the first images of ``data``.
 
-    Returns ``speedup_b1``, ``speedup_b64``, ``compact_speedup_b1`` (the one-dispatch
-    path), ``max_abs_diff`` (bucket path vs the masked computation) and the seconds.
+    Args:
+      config: the experiment (``latency_examples`` images at batch 1, ``latency_reps``
+        timed rounds).
+      params: the gated network's parameters.
+      dense: the dense run's parameters (``GatedCNN.dense``).
+      data: the images timed (the first ones; at least 64 for batch 64).
+      density: the gates' d.
+
+    Returns:
+      ``speedup_b1`` (dense ÷ bucket path, :class:`~dynprune.gating.BucketRunner`),
+      ``compact_speedup_b1`` (dense ÷ the one-dispatch path ``BucketRunner.compact``),
+      ``speedup_b64``, ``max_abs_diff`` (bucket path vs the masked computation, batch 64)
+      and the seconds per call.
+
+    Examples:
+      It compiles a program per width bucket, which takes seconds, so it is not run here:
+
+      >>> r = gating_runs.measure_gated(config, params, dense, test, 0.5)  # doctest: +SKIP
+      >>> r["speedup_b1"], r["speedup_b64"]  # doctest: +SKIP
+      (1.4, 1.9)
     """
     model = config.model()
     runner = gating.BucketRunner(model, params)
@@ -402,7 +543,31 @@ def measure_gated(
 def measure_static(
     config: Config, reconstruction: dp.surgery.Reconstruction, dense: Any, data: data_lib.Dataset
 ) -> dict[str, Any]:
-    """Batch-1 and batch-64 latency of a reconstructed network against the dense one."""
+    """Batch-1 and batch-64 latency of a reconstructed network against the dense one.
+
+    Args:
+      config: the experiment (``latency_examples``, ``latency_reps``).
+      reconstruction: the smaller network (:func:`dynprune.surgery.reconstruct`).
+      dense: the dense run's parameters.
+      data: the images timed (the first ones; at least 64).
+
+    Returns:
+      ``speedup_b1``, ``speedup_b64`` (dense ÷ reconstructed seconds) and the seconds.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np, dynprune as dp
+      >>> from dynprune.harness import data, gating_runs
+      >>> config = gating_runs.Config.from_dict({**gating_runs.SMALL, "latency_examples": 1})
+      >>> model = config.model()
+      >>> init = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+      >>> dense = {k: {"layer": v["layer"]} if "layer" in v else v for k, v in init.items()}
+      >>> apply = lambda p, x: model.apply({"params": p}, x, method=type(model).dense)
+      >>> masks = gating_runs._channel_masks(dense, (4, 4))
+      >>> half = dp.surgery.reconstruct(apply, dense, masks, jnp.zeros((1, 28, 28, 1)))
+      >>> images = data.Dataset(np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, int))
+      >>> sorted(gating_runs.measure_static(config, half, dense, images))
+      ['seconds', 'speedup_b1', 'speedup_b64']
+    """
     dense_fn = jax.jit(_dense_fn(config.model()))
     small_fn = jax.jit(reconstruction.apply)
     images = data_lib.preprocess(data.images[: max(config.latency_examples, 64)])
@@ -436,12 +601,28 @@ def measure_static(
 class Store:
     """Trained parameters of finished runs, kept as ``.npz`` under the cache directory
     (``$DYNPRUNE_CACHE_DIR/gating``), so a static run can start from its dense run's
-    weights in a later process."""
+    weights in a later process.
+
+    Args:
+      root: the directory (default: ``cache_dir("gating")``).
+
+    Examples:
+      >>> import tempfile, jax.numpy as jnp
+      >>> from dynprune.harness import gating_runs
+      >>> store = gating_runs.Store(tempfile.mkdtemp())
+      >>> store.save("0123456789abcdef", {"head": {"kernel": jnp.ones((2, 3))}})
+      >>> like = {"head": {"kernel": jnp.zeros((2, 3))}}
+      >>> float(store.load("0123456789abcdef", like)["head"]["kernel"].sum())
+      6.0
+      >>> store.load("f" * 16, like) is None
+      True
+    """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else cache_lib.cache_dir("gating")
 
     def path(self, key: str) -> Path:
+        """The file of run ``key``."""
         return self.root / f"{key}.npz"
 
     def save(self, key: str, params: Any) -> None:
@@ -478,12 +659,32 @@ def run(
     gated run's row (same dataset, seed, split and ``density``) in ``out``; it reads the
     gated run's ``validation_macs`` as its MAC budget.
 
+    Args:
+      config: the experiment.
+      dataset: one of ``config.datasets``.
+      method: one of :data:`METHODS`.
+      seed: initialisation and data order.
+      split: :data:`SPLITS`: where the row's ``error`` is measured.
+      density: the gates' d (gated and static runs; None for dense).
+      out: the JSONL results file.
+      store: where dense and gated parameters are kept (default: :class:`Store`'s).
+      data_dir: the TFDS data directory (default ``$TFDS_DATA_DIR``).
+
     Returns:
       The row (the one already in ``out`` if this key is there).
 
     Raises:
       ValueError: for an unknown method or split, a gated or static run without a density,
         or a static run whose dense or gated run has not finished.
+
+    Examples:
+      It trains on the real images, so it is not run here (``experiments/gating.py`` is
+      its command line; the tests run it on :data:`SMALL`):
+
+      >>> row = gating_runs.run(config, "mnist", "gated", 0, "test", density=0.5,
+      ...                       out="gating.jsonl")  # doctest: +SKIP
+      >>> row["error"], row["mac_ratio"], row["speedup_b1"]  # doctest: +SKIP
+      (0.011, 2.4, 1.5)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -605,8 +806,29 @@ def choose_density(rows: Iterable[Mapping[str, Any]], config: Config, dataset: s
     ``config.max_loss``, the one with the largest ``mac_ratio``; if none qualifies, the one
     with the lowest validation error.
 
+    Args:
+      rows: result rows (only this config's validation rows of the selection seed count).
+      config: the experiment (``densities``, ``max_loss``, ``selection_seed``).
+      dataset: the dataset to choose for.
+
+    Returns:
+      The chosen density.
+
     Raises:
       ValueError: if a validation run of the dense network or of a candidate is missing.
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)  # candidates 0.5, 0.3
+      >>> def row(method, d, error, mac_ratio):
+      ...     key = gating_runs.run_key(config, "mnist", method, 0, "validation", d)
+      ...     return {"key": key, "experiment": "gating", "dataset": "mnist", "method": method,
+      ...             "seed": 0, "split": "validation", "density": d, "error": error,
+      ...             "mac_ratio": mac_ratio}
+      >>> rows = [row("dense", None, 0.010, 1.0), row("gated", 0.5, 0.012, 2.1),
+      ...         row("gated", 0.3, 0.014, 3.0)]
+      >>> gating_runs.choose_density(rows, config, "mnist")  # 0.3 loses 0.4 points > 0.3
+      0.5
     """
     mine = [
         r
@@ -635,6 +857,23 @@ def plan(config: Config, rows: Iterable[Mapping[str, Any]], split: str) -> list[
     """The runs of ``split`` in order, as keyword arguments of :func:`run` (without ``out``):
     validation: per dataset, the dense run and a gated run per candidate density (selection
     seed); test: per dataset and seed, dense, gated and static at the chosen density.
+
+    Args:
+      config: the experiment.
+      rows: the rows so far (the test plan reads the validation rows' choice).
+      split: :data:`SPLITS`.
+
+    Returns:
+      One dict per run.
+
+    Raises:
+      ValueError: for the test plan before the validation runs are finished.
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
+      >>> [(r["method"], r.get("density")) for r in gating_runs.plan(config, [], "validation")]
+      [('dense', None), ('gated', 0.5), ('gated', 0.3)]
     """
     rows = list(rows)
     runs = []
@@ -657,7 +896,24 @@ def plan(config: Config, rows: Iterable[Mapping[str, Any]], split: str) -> list[
 
 def format_table(rows: Iterable[Mapping[str, Any]], config: Config) -> str:
     """Markdown table of the test runs: per dataset and method, error (mean ± sd over
-    seeds), the loss against dense, MAC ratio and measured speedups at batch 1 and 64."""
+    seeds), the loss against dense, MAC ratio and measured speedups at batch 1 and 64.
+
+    Args:
+      rows: result rows (only the test rows count).
+      config: the experiment (its datasets, in order).
+
+    Returns:
+      The table as Markdown.
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
+      >>> rows = [{"experiment": "gating", "split": "test", "dataset": "mnist", "method": m,
+      ...          "density": d, "error": e, "mac_ratio": r, "speedup_b1": r, "speedup_b64": r}
+      ...         for m, d, e, r in (("dense", None, 0.01, 1.0), ("gated", 0.5, 0.012, 2.0))]
+      >>> print(gating_runs.format_table(rows, config).splitlines()[-1])
+      | mnist | gated | 0.5 | 1 | 1.20 | +0.20 | 2.00x | 2.00x | 2.00x |  |
+    """
     rows = [r for r in rows if r.get("experiment") == "gating" and r["split"] == "test"]
     lines = [
         "| dataset | method | d | seeds | test error % | vs dense (pt) | MAC ratio "
