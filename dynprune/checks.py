@@ -9,6 +9,13 @@ hyperparameter is out of its range, and the transform keeps that flag in its sta
 A numeric hyperparameter's range is fixed by its name (:data:`RANGES`), one name for one
 concept across all algorithms, so the state alone (a dict of float32 arrays) says how to
 check it; a name not listed must be a finite number.
+
+Examples:
+  >>> from dynprune import checks
+  >>> checks.RANGES["target"]
+  Range(low=0.0, high=1.0, integer=False)
+  >>> sorted(checks.RANGES)
+  ['alpha', 'gamma', 'initial', 'iter_stop', 'power', 'target', 'threshold']
 """
 
 from __future__ import annotations
@@ -28,10 +35,22 @@ __all__ = ["RANGES", "Range", "hyperparams", "invalid", "real", "steps"]
 class Range(NamedTuple):
     """The valid values of a hyperparameter: finite as a float32, ``low <= x <= high``.
 
+    A value x is valid when |x| <= float32 max and ``low <= x <= high`` (and, with
+    ``integer``, x is a whole number). The default ``Range()`` accepts any finite number.
+
     Attributes:
-      low: the smallest valid value.
-      high: the largest valid value (``inf``: unbounded, but still finite).
-      integer: the value counts steps and must be an integer.
+      low: the smallest valid value; default ``-inf`` (unbounded below, but finite).
+      high: the largest valid value; default ``inf`` (unbounded above, but finite).
+      integer: the value counts steps and must be an integer; default False.
+
+    Examples:
+      >>> from dynprune import checks
+      >>> checks.Range(0.0, 1.0)
+      Range(low=0.0, high=1.0, integer=False)
+      >>> checks.hyperparams({"gamma": -1.0})
+      Traceback (most recent call last):
+      ...
+      ValueError: hyperparameter 'gamma' must be a finite number >= 0, got -1.0
     """
 
     low: float = -math.inf
@@ -48,7 +67,12 @@ RANGES: Mapping[str, Range] = {
     "power": Range(0.0),
     "iter_stop": Range(0.0, integer=True),
 }
-"""Range of each named hyperparameter; any other name: a finite number."""
+"""Range of each named hyperparameter (:class:`Range`); any other name: a finite number.
+
+One name, one concept across all algorithms: ``target``, ``initial`` and ``alpha`` in
+[0, 1]; ``threshold``, ``gamma`` and ``power`` >= 0; ``iter_stop`` an integer >= 0.
+A plain dict has no docstring of its own; the module's example shows it in use.
+"""
 
 
 def _range_text(r: Range) -> str:
@@ -66,8 +90,9 @@ def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf) 
     Args:
       name: what the value is, for the message (e.g. ``"target"``).
       value: a Python or NumPy real number, or a 0-d numeric array (not a bool).
-      low: the smallest valid value.
-      high: the largest valid value.
+      low: the smallest valid value; default ``-inf`` (no bound).
+      high: the largest valid value; default ``inf`` (no bound; the value must still
+        be finite).
 
     Returns:
       ``float(value)``.
@@ -101,7 +126,8 @@ def steps(name: str, value: Any, minimum: int = 0) -> int:
     Args:
       name: the argument, for the message (e.g. ``"every"``).
       value: a Python or NumPy integer (not a bool, not a float).
-      minimum: the smallest valid value (0 for a step, 1 for a period or a count).
+      minimum: the smallest valid value (0 for a step, 1 for a period or a count);
+        default 0.
 
     Returns:
       ``int(value)``.

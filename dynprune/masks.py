@@ -3,11 +3,28 @@
 A mask tree has the structure of the parameters: a bool array on pruned leaves (True =
 kept), ``None`` on leaves that are not pruned. A mask may be *neuron-shaped* (every axis
 but the last of size 1): it broadcasts against its kernel and removes whole neurons.
+The masks a pruner keeps (:func:`dynprune.masks_of`) have the same form.
+
+``None`` is not a leaf to JAX, so ``jax.tree.leaves(masks)`` skips the unpruned leaves
+and zipping it with ``jax.tree.leaves(params)`` pairs masks with the wrong parameters.
+Flatten with ``is_leaf=lambda x: x is None`` (:func:`dynprune.tree.is_none`), or walk
+the trees together with :func:`dynprune.tree.map_scored` /
+:func:`dynprune.tree.scored_leaves`.
 
 Sparsities and thresholds may be Python numbers or traced arrays, so a sweep over them
 compiles once. Concrete values are validated (a sparsity in [0, 1], a finite threshold;
 else an error naming the leaf); traced sparsities are clipped to [0, 1], and a traced NaN
-drops nothing.
+sparsity drops nothing (a traced NaN threshold keeps nothing: no score is > NaN).
+
+Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynprune import masks, scores
+  >>> params = {"fc": {"bias": jnp.zeros(2), "kernel": jnp.array([[0.5, -2.0], [3.0, 0.0]])}}
+  >>> m = masks.threshold(scores.magnitude(params), 0.5)
+  >>> len(jax.tree.leaves(params)), len(jax.tree.leaves(m))  # misaligned
+  (2, 1)
+  >>> [None if x is None else x.tolist() for x in jax.tree.leaves(m, is_leaf=lambda x: x is None)]
+  [None, [[False, True], [True, False]]]
 """
 
 from __future__ import annotations
@@ -60,7 +77,7 @@ def count_to_drop(fraction: Any, n: int) -> jax.Array:
     """k = round(fraction · n), rounding half to even, exactly, as an int32 scalar.
 
     A concrete ``fraction`` (a Python, NumPy or ``fractions.Fraction`` number, or a
-    concrete array) is used at its exact value, in integer arithmetic: k = round(s · n)
+    concrete array) is used at its exact (binary) value, in integer arithmetic: k = round(s · n)
     for every n. A traced one (inside ``jit``, where the transform's hyperparameters
     are) is the float32 s₃₂ it holds; k = round(s₃₂ · n) is still computed exactly (the
     product of s₃₂'s 24-bit significand and n in 32-bit integer limbs), so the only
@@ -144,14 +161,40 @@ def _round_product(s: jax.Array, n: int) -> jax.Array:
 def threshold(scores: PyTree, t: Any) -> PyTree:
     """Keep entries whose score is strictly greater than ``t``: m = [s > t].
 
-    The origin document's rule (prune |w| <= t). ``t`` is a scalar (traced is fine), a
-    tree with one value per scored leaf, or ``{regex: t, "default": t}``. NaN scores are
-    never kept.
+    The origin document's rule (prune |w| <= t); with magnitude scores, Han et al.'s
+    (2015). NaN scores are never kept. Unlike :func:`sparsity`, the number dropped
+    depends on the scores.
+
+    Args:
+      scores: score tree (``None`` = not pruned), e.g. :func:`dynprune.scores.magnitude`.
+      t: the threshold: a scalar (traced is fine), a tree with one value per scored
+        leaf, or ``{regex: t, "default": t}`` (see :func:`dynprune.tree.resolve`).
+        Concrete values must be finite; a traced NaN keeps nothing.
+
+    Returns:
+      Bool mask tree with the structure of ``scores``: True = kept, ``None`` on
+      unpruned leaves (pair it with ``params`` by path, via
+      :func:`dynprune.tree.map_scored`, not by zipping ``jax.tree.leaves``).
 
     Raises:
       ValueError: if a concrete ``t`` is NaN or infinite (which would drop or keep every
-        entry), naming the leaf.
+        entry), naming the leaf; if a per-leaf tree ``t`` does not match ``scores``; or
+        if scores are not floating.
       TypeError: if a concrete ``t`` is not a number.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import masks, scores
+      >>> params = {"fc": {"bias": jnp.zeros(2), "kernel": jnp.array([[0.5, -2.0], [3.0, 0.0]])}}
+      >>> m = masks.threshold(scores.magnitude(params), 0.5)
+      >>> jax.tree.map(lambda x: x.tolist(), m)
+      {'fc': {'bias': None, 'kernel': [[False, True], [True, False]]}}
+      >>> len(jax.tree.leaves(m)), len(jax.tree.leaves(m, is_leaf=lambda x: x is None))
+      (1, 2)
+
+    References:
+      Han, Pool, Tran & Dally, "Learning both Weights and Connections for Efficient
+      Neural Networks", NeurIPS 2015.
     """
     per_leaf = tree_lib.resolve(t, scores, name="threshold")
 
@@ -172,11 +215,35 @@ def sparsity(scores: PyTree, s: Any, *, scope: Scope = "layer") -> PyTree:
         ``{regex: s, "default": s}``; each leaf loses round(s_l · n_l) entries.
         With ``scope="global"``: one scalar; round(s · Σ n_l) entries are dropped across
         all scored leaves, ranked jointly (``global_unstructured``).
-      scope: ``"layer"`` or ``"global"``.
+      scope: ``"layer"`` (default) or ``"global"``.
 
     Returns:
-      Bool mask tree. Selection is exact and O(n) (:func:`dynprune.select.drop_lowest`);
-      ties are dropped in position order; NaN scores rank lowest.
+      Bool mask tree with the structure of ``scores``: True = kept, ``None`` on
+      unpruned leaves (pair it with ``params`` by path, via
+      :func:`dynprune.tree.map_scored` or ``is_leaf=lambda x: x is None``, not by
+      zipping ``jax.tree.leaves``). Selection is exact and O(n)
+      (:func:`dynprune.select.drop_lowest`); ties are dropped in position order; NaN
+      scores rank lowest.
+
+    Raises:
+      ValueError: if ``scope`` is not ``"layer"`` or ``"global"``; if a concrete ``s``
+        is NaN, infinite or outside [0, 1] (naming the leaf, or ``'<global>'``); if a
+        per-leaf tree ``s`` does not match ``scores``; or if scores are not floating.
+      TypeError: if a concrete ``s`` is not a number (with ``scope="global"``, also a
+        tree or dict ``s``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import masks
+      >>> s = {"a": jnp.array([4.0, 1.0, 3.0, 2.0]), "b": jnp.array([5.0, 6.0]), "c": None}
+      >>> jax.tree.map(lambda x: x.tolist(), masks.sparsity(s, 0.5))
+      {'a': [True, False, True, False], 'b': [False, True], 'c': None}
+      >>> jax.tree.map(lambda x: x.tolist(), masks.sparsity(s, 0.5, scope="global"))
+      {'a': [True, False, False, False], 'b': [True, True], 'c': None}
+      >>> masks.sparsity(s, 1.5)
+      Traceback (most recent call last):
+      ...
+      ValueError: sparsity for leaf 'a' must be a finite number in [0, 1], got 1.5
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
@@ -198,7 +265,37 @@ def n_of_m(scores: PyTree, n: int, m: int) -> PyTree:
 
     Groups run along the input axis (-2: ``in`` of a Dense ``(in, out)`` or conv
     ``(h, w, in, out)`` kernel), as NVIDIA's 2:4 sparse tensor cores need (Mishra et al.
-    2021; TF-MOT ``sparsity_m_by_n``). Ties keep the later input; NaN ranks lowest.
+    2021; TF-MOT ``sparsity_m_by_n``). Within a group, an entry is kept when fewer than
+    ``n`` entries rank above it. Ties keep the later input; NaN ranks lowest.
+
+    Args:
+      scores: score tree (``None`` = not pruned) with element scores of rank >= 2.
+      n: entries kept per group, 0 <= n <= m.
+      m: group size, >= 1; must divide every scored leaf's input axis.
+
+    Returns:
+      Bool mask tree with the structure of ``scores``: True = kept (exactly ``n`` per
+      group), ``None`` on unpruned leaves (pair it with ``params`` by path, via
+      :func:`dynprune.tree.map_scored`, not by zipping ``jax.tree.leaves``).
+
+    Raises:
+      ValueError: if ``n`` and ``m`` are not integers with 0 <= n <= m, m >= 1; or,
+        naming the leaf, if a scored leaf has rank < 2, an input axis not divisible by
+        ``m``, or non-floating scores.
+
+    Examples:
+      One output, four inputs: 2:4 keeps the two largest; with all scores tied, the
+      later two:
+
+      >>> import jax.numpy as jnp
+      >>> from dynprune import masks
+      >>> s = {"kernel": jnp.array([[1.0, 1.0], [4.0, 1.0], [3.0, 1.0], [2.0, 1.0]])}
+      >>> masks.n_of_m(s, 2, 4)["kernel"].T.tolist()
+      [[False, True, True, False], [False, False, True, True]]
+
+    References:
+      Mishra, Latorre, Pool, Stosic, Stosic, Venkatesh, Yu & Micikevicius,
+      "Accelerating Sparse Deep Neural Networks", arXiv:2104.08378, 2021.
     """
     if not (isinstance(n, int) and isinstance(m, int) and 0 <= n <= m and m >= 1):
         raise ValueError(f"n_of_m needs integers 0 <= n <= m, m >= 1; got n={n!r}, m={m!r}")
@@ -238,6 +335,43 @@ def structured(
     are used as they are. ``scope="global"`` ranks neurons of all leaves jointly.
     The masks are neuron-shaped; :func:`with_bias` extends them to the biases.
     (``torch.nn.utils.prune.ln_structured``; Torch-Pruning's ``pruning_ratio``.)
+
+    Args:
+      scores: score tree (``None`` = not pruned), element- or neuron-shaped. A leaf
+        whose axes but the last all have size 1 (a vector, or a kernel with one input)
+        is used as it is.
+      s: fraction of neurons to drop, in [0, 1], as in :func:`sparsity` (per leaf: a
+        scalar, a tree or ``{regex: s, "default": s}``; global: one scalar).
+      scope: ``"layer"`` (default) or ``"global"``. Global ranking compares reduced
+        scores across leaves, whose scale may grow with fan-in (``"sum"``, ``"l2"``).
+      reduce: ``"sum"`` (default), ``"l2"`` or ``"max"``: how element scores become one
+        score per neuron.
+
+    Returns:
+      Neuron-shaped bool mask tree (``(1, ..., 1, out)`` per leaf; True = kept),
+      ``None`` on unpruned leaves (pair it with ``params`` by path, via
+      :func:`dynprune.tree.map_scored`, not by zipping ``jax.tree.leaves``).
+
+    Raises:
+      ValueError: if ``reduce`` or ``scope`` is unknown, a scored leaf is a scalar, or
+        as :func:`sparsity` does for ``s``.
+      TypeError: as :func:`sparsity` does for a non-number ``s``.
+
+    Examples:
+      Neuron sums 2, 5 and 0.75: a third of the neurons (one) goes, the last:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import masks, scores
+      >>> kernel = jnp.array([[1.0, -2.0, 0.5], [1.0, 3.0, 0.25]])
+      >>> params = {"fc": {"bias": jnp.array([1.0, 2.0, 3.0]), "kernel": kernel}}
+      >>> m = masks.structured(scores.magnitude(params), 1 / 3)
+      >>> jax.tree.map(lambda x: x.tolist(), m)
+      {'fc': {'bias': None, 'kernel': [[True, True, False]]}}
+
+    References:
+      Li, Kadav, Durdanovic, Samet & Graf, "Pruning Filters for Efficient ConvNets",
+      ICLR 2017. Fang, Ma, Song, Mi & Wang, "DepGraph: Towards Any Structural
+      Pruning", CVPR 2023 (Torch-Pruning).
     """
     reducers = {
         "sum": lambda x, ax: jnp.sum(x, axis=ax, keepdims=True),
@@ -262,7 +396,30 @@ def with_bias(masks: PyTree, params: PyTree) -> PyTree:
     """Extend neuron-shaped kernel masks to the sibling ``bias`` leaves, so a pruned
     neuron is removed entirely (its bias no longer feeds the next layer).
 
-    Returns a mask tree with the structure of ``params``.
+    A leaf named ``bias`` whose mask is ``None`` gets the mask of the ``kernel`` beside
+    it (same parent path) when that mask is neuron-shaped, ``(1, ..., 1, out)`` with
+    ``out`` the bias's length, reshaped to the bias's shape. Every other mask (element
+    masks, biases already masked, leaves with no sibling kernel) is kept as it is.
+
+    Args:
+      masks: mask tree with the structure of ``params`` (``None`` = not pruned), e.g.
+        from :func:`structured`.
+      params: the parameter tree, for the biases' shapes.
+
+    Returns:
+      A mask tree with the structure of ``params``; still ``None`` on the leaves left
+      unpruned (pair it with ``params`` by path, not by zipping ``jax.tree.leaves``).
+
+    Raises:
+      ValueError: if ``masks`` does not have the leaf paths of ``params``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import masks
+      >>> params = {"fc": {"bias": jnp.array([1.0, 2.0, 3.0]), "kernel": jnp.ones((2, 3))}}
+      >>> m = {"fc": {"bias": None, "kernel": jnp.array([[True, True, False]])}}
+      >>> jax.tree.map(lambda x: x.tolist(), masks.with_bias(m, params))
+      {'fc': {'bias': [True, True, False], 'kernel': [[True, True, False]]}}
     """
     tree_lib.check_same_structure(params, masks, what="masks")
     by_path = {p: m for p, m in tree_lib.scored_leaves(masks)}
@@ -288,8 +445,38 @@ def apply_masks(params: PyTree, masks: PyTree, *, straight_through: bool = False
     respect to w is the identity: the straight-through estimator that lets pruned
     weights keep learning and come back (Guo et al. 2016; Bengio et al. 2013).
 
+    Args:
+      params: the parameter tree.
+      masks: mask tree with the structure of ``params``: ``None`` leaves leave the
+        parameter as it is; a bool array must broadcast to its leaf (neuron-shaped
+        masks do).
+      straight_through: if True, gradients pass through the mask unchanged; default
+        False (pruned entries get zero gradient).
+
+    Returns:
+      A tree with the structure of ``params``: w where the mask is True, 0.0 (in w's
+      dtype) where it is False, w itself where the mask is ``None``.
+
     Raises:
       ValueError: if the trees do not match or a mask does not broadcast to its leaf.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import masks
+      >>> params = {"fc": {"bias": jnp.array([1.0, 2.0]), "kernel": jnp.array([[1.0, 2.0]])}}
+      >>> m = {"fc": {"bias": None, "kernel": jnp.array([[True, False]])}}
+      >>> jax.tree.map(lambda x: x.tolist(), masks.apply_masks(params, m))
+      {'fc': {'bias': [1.0, 2.0], 'kernel': [[1.0, 0.0]]}}
+      >>> loss = lambda p, st: masks.apply_masks(p, m, straight_through=st)["fc"]["kernel"].sum()
+      >>> jax.grad(loss)(params, False)["fc"]["kernel"].tolist()
+      [[1.0, 0.0]]
+      >>> jax.grad(loss)(params, True)["fc"]["kernel"].tolist()
+      [[1.0, 1.0]]
+
+    References:
+      Guo, Yao & Chen, "Dynamic Network Surgery for Efficient DNNs", NeurIPS 2016.
+      Bengio, Léonard & Courville, "Estimating or Propagating Gradients Through
+      Stochastic Neurons for Conditional Computation", arXiv:1308.3432, 2013.
     """
     tree_lib.check_same_structure(params, masks, what="masks")
 

@@ -40,9 +40,30 @@ _ROWS = 256
 def order_keys(x: jax.Array) -> jax.Array:
     """Order-preserving ``uint32`` keys of floating ``x``: ``a < b  ⇔  key(a) < key(b)``.
 
-    NaN maps to 0, below ``-inf``, so NaN scores always rank lowest. ``-0.0`` and ``+0.0``
-    share a key, and so do subnormals (XLA flushes them to zero on CPU). Half-precision
-    inputs are widened exactly; float64 rounds to float32.
+    The sign-flip of radix sorts on the float32 bits b: key = ~b for negative numbers,
+    b | 2³¹ otherwise. NaN maps to 0, below ``-inf``, so NaN scores always rank lowest.
+    ``-0.0`` and ``+0.0`` share a key, and so do subnormals (XLA flushes them to zero on
+    CPU). Half-precision inputs are widened exactly; float64 rounds to float32, so
+    float64 values closer than float32's precision share a key (they tie).
+
+    Args:
+      x: a floating array of any shape (traced is fine).
+
+    Returns:
+      A ``uint32`` array of ``x``'s shape.
+
+    Raises:
+      ValueError: if ``x`` is not floating.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from dynprune import select
+      >>> k = select.order_keys(jnp.array([jnp.nan, -jnp.inf, -1.0, -0.0, 0.0, 2.0]))
+      >>> bool(k[0] < k[1] < k[2] < k[3] < k[5]), bool(k[3] == k[4])
+      (True, True)
+
+    References:
+      M. Herf, "Radix Tricks", 2001 (the float-to-unsigned key transform).
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -165,11 +186,21 @@ def drop_lowest(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Arr
       Ties at the cut are dropped in position order: earlier arrays first, then lower
       flat (C-order) index.
 
+    Raises:
+      ValueError: if a score array is not floating (see :func:`order_keys`).
+
     Examples:
+      Global selection over two arrays: 0.5 goes, then one of the two 1.0s, the one in
+      the earlier array:
+
       >>> import jax.numpy as jnp
-      >>> [m] = drop_lowest([jnp.array([3.0, 1.0, 2.0, 1.0])], 2)
-      >>> m.tolist()
-      [True, False, True, False]
+      >>> a, b = drop_lowest([jnp.array([3.0, 1.0]), jnp.array([1.0, 0.5])], 2)
+      >>> a.tolist(), b.tolist()
+      ([True, False], [True, False])
+
+    References:
+      Alabi, Blanchard, Gordon & Steinbach, "Fast k-Selection Algorithms for Graphics
+      Processing Units", ACM Journal of Experimental Algorithmics, 2012.
     """
     if not scores:
         return []
@@ -180,8 +211,23 @@ def drop_lowest(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Arr
 def drop_lowest_each(scores: Sequence[jax.Array], ks: Sequence | jax.Array) -> list[jax.Array]:
     """Like :func:`drop_lowest` for each array on its own: drop exactly ``ks[i]`` of array i.
 
-    All arrays are handled by one vectorised program (its size does not grow with the
-    number of arrays beyond a few fused elementwise passes).
+    Per-layer selection: each array is ranked only against itself. All arrays are
+    handled by one vectorised program (its size does not grow with the number of arrays
+    beyond a few fused elementwise passes).
+
+    Args:
+      scores: floating arrays of any shapes.
+      ks: one count per array (a list or tuple of Python or traced integers, or an int
+        array of shape ``[len(scores)]``); ``ks[i]`` is clipped to [0, ``scores[i].size``].
+        Give ``len(scores)`` counts: the length is not checked, and a single count is
+        broadcast to every array.
+
+    Returns:
+      One bool array per input, of the same shape: True = kept; exactly ``ks[i]``
+      entries of array i are False. Ties at the cut are dropped lowest flat index first.
+
+    Raises:
+      ValueError: if a score array is not floating (see :func:`order_keys`).
 
     Examples:
       >>> import jax.numpy as jnp
