@@ -19,8 +19,11 @@ import jax.numpy as jnp
 from dynprune import tree as tree_lib
 
 PyTree = Any
+"""A JAX pytree: a Linen params dict, an NNX ``nnx.State``, a mask or score tree."""
 Hyperparams = Mapping[str, jax.Array]
+"""A pruner's numeric hyperparameters by name (float32 scalars in the optimizer state)."""
 Scope = Literal["layer", "global"]
+"""Where a sparsity is ranked: within each leaf (``"layer"``) or across all (``"global"``)."""
 
 __all__ = ["Context", "Hyperparams", "Pruner", "PyTree", "Scope", "ScoreFn", "full_masks"]
 
@@ -37,6 +40,16 @@ class Context(NamedTuple):
       step: step count before this update (int32 scalar).
       hyperparams: the algorithm's numeric hyperparameters (float32 scalars).
       key: a fresh PRNG key for this step.
+
+    Examples:
+      A cadence reads the step; an update reads the parameters (here: keep w > 0):
+
+      >>> import jax, jax.numpy as jnp, dynprune as dp
+      >>> ctx = dp.Context(params={"w": jnp.array([-1.0, 2.0])}, grads={"w": jnp.zeros(2)},
+      ...                  masks={"w": None}, aux=(), step=jnp.asarray(3, jnp.int32),
+      ...                  hyperparams={}, key=jax.random.key(0))
+      >>> bool(ctx.step % 3 == 0), (ctx.params["w"] > 0).tolist()
+      (True, [False, True])
     """
 
     params: PyTree
@@ -68,6 +81,26 @@ class Pruner(NamedTuple):
       rewind: optional ``Context -> params``, evaluated when masks are recomputed; the
         weights are reset to what it returns (masked) and the optimizer's param-shaped
         state is zeroed (lottery-ticket rewinding).
+
+    Examples:
+      A pruner that keeps the positive weights of every kernel, recomputed every 2 steps
+      (the recipes in :mod:`dynprune.algorithms` are built the same way):
+
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> def init(params, hyperparams, key):
+      ...   return dp.tree.map_scored(lambda path, w: w > 0, dp.tree.select(params)), ()
+      >>> positive = dp.Pruner(
+      ...     init=init,
+      ...     should_update=lambda ctx: ctx.step % 2 == 0,
+      ...     update=lambda ctx: (init(ctx.params, ctx.hyperparams, ctx.key)[0], ctx.aux),
+      ... )
+      >>> params = {"w": jnp.array([[1.0, -2.0], [-3.0, 4.0]]), "b": jnp.ones(2)}
+      >>> tx = dp.prune(optax.sgd(0.5), positive)
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> dp.apply_updates(params, updates, state)["w"].tolist()
+      [[0.5, 0.0], [0.0, 2.0]]
+      >>> dp.masks_of(state)["b"] is None
+      True
     """
 
     init: Callable[[PyTree, Hyperparams, jax.Array], tuple[PyTree, Any]]
@@ -81,10 +114,34 @@ class Pruner(NamedTuple):
 
 
 ScoreFn = Callable[[Context], PyTree]
+"""A score function: ``Context -> score tree`` (``None`` on unpruned leaves; higher = keep)."""
 
 
 def full_masks(mask_tree: PyTree, params: PyTree) -> PyTree:
-    """Broadcast (neuron-shaped) masks to their leaves' full shapes."""
+    """Broadcast (neuron-shaped) masks to their leaves' full shapes.
+
+    For each pruned leaf w with mask m: ``broadcast_to(m, w.shape)``; ``None`` masks stay
+    ``None``. The transform stores masks in this form (:class:`dynprune.PruneState`).
+
+    Args:
+      mask_tree: bool masks with the structure of ``params`` (``None`` on unpruned leaves),
+        each broadcastable to its leaf, e.g. a neuron-shaped ``(1, out)`` kernel mask.
+      params: the parameter tree whose leaf shapes the masks take.
+
+    Returns:
+      The masks at their leaves' full shapes.
+
+    Raises:
+      ValueError: if the trees do not match, or a mask does not broadcast to its leaf.
+
+    Examples:
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> params = {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}
+      >>> masks = {"kernel": jnp.array([[True, False]]), "bias": None}
+      >>> full = dp.pruner.full_masks(masks, params)
+      >>> full["kernel"].shape, full["bias"]
+      ((3, 2), None)
+    """
     return tree_lib.map_scored(
         lambda path, m, p: jnp.broadcast_to(m, jnp.shape(p)), mask_tree, params
     )

@@ -55,6 +55,7 @@ __all__ = [
 
 Format = Literal["bcoo", "csr"]
 FORMATS: tuple[str, ...] = ("bcoo", "csr")
+"""The sparse formats :func:`export` writes: BCOO (coordinates) and CSR (compressed rows)."""
 
 # Call-like primitives whose body sees the caller's arguments one to one: a sparse argument
 # is followed inside (the call boundary, and a custom derivative rule, are dropped; this is
@@ -65,7 +66,23 @@ _CALLS = frozenset(
 
 
 def is_sparse(x: Any) -> bool:
-    """Whether ``x`` is a ``jax.experimental.sparse`` matrix (BCOO, CSR, ...)."""
+    """Whether ``x`` is a ``jax.experimental.sparse`` matrix (BCOO, CSR, ...).
+
+    Use it as ``is_leaf`` to keep sparse matrices whole when flattening an exported tree:
+    ``jax.tree.leaves(tree, is_leaf=dp.sparse.is_sparse)``.
+
+    Args:
+      x: anything.
+
+    Returns:
+      True for an instance of ``jax.experimental.sparse.JAXSparse``, else False.
+
+    Examples:
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> exported = dp.sparse.export({"w": jnp.eye(2), "b": jnp.zeros(2)})
+      >>> dp.sparse.is_sparse(exported["w"]), dp.sparse.is_sparse(exported["b"])
+      (True, False)
+    """
     return isinstance(x, jsparse.JAXSparse)
 
 
@@ -86,7 +103,7 @@ def export(params: PyTree, masks: PyTree | None = None, *, format: Format = "bco
     Args:
       params: Linen params dict or NNX ``nnx.State``.
       masks: mask tree (``None`` leaves: not pruned), or ``None``.
-      format: ``"bcoo"`` or ``"csr"``.
+      format: ``"bcoo"`` (default) or ``"csr"``.
 
     Returns:
       A tree of the structure of ``params`` with sparse matrices on the exported leaves; run
@@ -253,6 +270,13 @@ class SpeedRow(NamedTuple):
       dense_s: median seconds of the jitted dense model on W ⊙ M.
       sparse_s: median seconds of the jitted :func:`sparse_apply` model.
       speedup: ``dense_s / sparse_s`` (> 1: sparse is faster).
+
+    Examples:
+      >>> import dynprune as dp
+      >>> row = dp.sparse.SpeedRow(sparsity=0.9, batch_size=1, format="csr", nonzeros=205,
+      ...                          dense_s=4e-6, sparse_s=2e-6, speedup=2.0)
+      >>> row.speedup, row._asdict()["format"]
+      (2.0, 'csr')
     """
 
     sparsity: float
@@ -290,15 +314,20 @@ def benchmark(
       apply_fn: pure ``apply_fn(params, x)``.
       params: dense parameters (their own zeros count as pruned).
       example: one input with a batch axis of 1; the batch is drawn in its shape.
-      sparsities: fractions in [0, 1] to prune per kernel.
-      batch_sizes: batch sizes to time.
-      formats: sparse formats to time (subset of :data:`FORMATS`).
-      reps: timed calls per candidate.
-      warmup: untimed calls per candidate after compilation.
-      seed: for the random batch.
+      sparsities: fractions in [0, 1] to prune per kernel (default 0.9, 0.95, 0.98, 0.99).
+      batch_sizes: batch sizes to time (default 1 and 256).
+      formats: sparse formats to time (subset of :data:`FORMATS`; default both).
+      reps: timed calls per candidate (>= 1; default 30).
+      warmup: untimed calls per candidate after compilation (>= 0; default 3).
+      seed: for the random batch (default 0).
 
     Returns:
-      One :class:`SpeedRow` per (sparsity, batch size, format).
+      One :class:`SpeedRow` per (sparsity, batch size, format); render them with
+      :func:`format_benchmark`.
+
+    Raises:
+      ValueError: for a format not in :data:`FORMATS`, a sparsity outside [0, 1], or
+        ``reps`` / ``warmup`` out of range.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dynprune as dp
@@ -344,7 +373,23 @@ def benchmark(
 
 
 def format_benchmark(rows: Sequence[SpeedRow]) -> str:
-    """A fixed-width table of :func:`benchmark`'s rows (times in microseconds)."""
+    """A fixed-width table of :func:`benchmark`'s rows (times in microseconds).
+
+    Args:
+      rows: a sequence of :class:`SpeedRow`, e.g. what :func:`benchmark` returns.
+
+    Returns:
+      The table as one string: a header, a rule, one line per row.
+
+    Examples:
+      >>> import dynprune as dp
+      >>> row = dp.sparse.SpeedRow(sparsity=0.9, batch_size=1, format="csr", nonzeros=205,
+      ...                          dense_s=4e-6, sparse_s=2e-6, speedup=2.0)
+      >>> print(dp.sparse.format_benchmark([row]))
+      sparsity  batch format  nonzeros   dense µs  sparse µs  speedup
+      ---------------------------------------------------------------
+           90%      1    csr       205        4.0        2.0    2.00x
+    """
     header = (
         f"{'sparsity':>8} {'batch':>6} {'format':>6} {'nonzeros':>9} "
         f"{'dense µs':>10} {'sparse µs':>10} {'speedup':>8}"

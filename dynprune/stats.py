@@ -42,7 +42,8 @@ __all__ = [
     "leaf_cost",
 ]
 
-INDEX_BYTES = 4  # int32 indices and row pointers, as jax.experimental.sparse stores them
+INDEX_BYTES = 4
+"""Bytes per index: int32 indices and row pointers, as ``jax.experimental.sparse`` stores them."""
 
 
 def _layer_macs(apply_fn: Callable[[PyTree, jax.Array], Any], params: PyTree, example: Any) -> dict:
@@ -103,16 +104,39 @@ def flops(
 ) -> dict[str, Any]:
     """Dense and effective FLOPs of one forward pass on one example.
 
-    FLOPs = 2 · MACs per layer (see :func:`cost`, which also counts bytes).
+    Per layer (a parameter leaf that is the weight operand of a ``dot_general`` or
+    ``conv_general_dilated``), with density d = nonzeros(w ⊙ m) / size:
+
+        FLOPs_dense = 2 · MACs,   FLOPs_effective = 2 · MACs · d
+
+    (see :func:`cost`, which also counts bytes). Bias adds and activations are not counted.
 
     Args:
       apply_fn: pure ``apply_fn(params, x)``.
-      params: parameter tree.
+      params: parameter tree (concrete arrays: the nonzeros are counted).
       example: one input with a batch axis of 1, e.g. ``jnp.zeros((1, 28, 28, 1))``.
-      masks: optional masks; nonzeros are counted on w ⊙ m.
+      masks: optional masks (``None`` on unpruned leaves); nonzeros are counted on w ⊙ m.
+        Default ``None``: the nonzeros of ``params`` themselves.
 
     Returns:
-      ``{"dense": F, "effective": F_eff, "layers": {path: {"dense", "effective", "density"}}}``.
+      ``{"dense": F, "effective": F_eff, "layers": {path: {"dense", "effective", "density"}}}``;
+      the dense counts are ints, effective counts and densities floats.
+
+    Raises:
+      ValueError: if ``example`` does not have a batch axis of 1, or masks do not match.
+
+    Examples:
+      A 3 → 4 Dense kernel does 12 MACs, 24 FLOPs; with half its weights pruned, 12:
+
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> params = {"w": jnp.ones((3, 4)).at[:, :2].set(0.0)}
+      >>> report = dp.stats.flops(lambda p, x: x @ p["w"], params, jnp.ones((1, 3)))
+      >>> report["dense"], float(report["effective"]), float(report["layers"]["w"]["density"])
+      (24, 12.0, 0.5)
+
+    References:
+      Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
+      NeurIPS 2015; Guo et al., "Dynamic Network Surgery for Efficient DNNs", NeurIPS 2016.
     """
     _check_single_example(example)
     macs = _layer_macs(apply_fn, params, example)
@@ -146,6 +170,12 @@ class LayerCost(NamedTuple):
       bytes_bitmask: ⌈n / 8⌉ + b · z (one bit per entry, then the nonzero values).
       bytes_csr: b · z + 4 · z + 4 · (rows + 1) (values, int32 column indices, row pointers).
       bytes_bcoo: b · z + 4 · ndim · z (values, int32 coordinates of every axis).
+
+    Examples:
+      >>> import numpy as np, dynprune as dp
+      >>> cost = dp.stats.leaf_cost(np.eye(4, dtype=np.float32), macs_dense=16)
+      >>> cost.params, cost.nonzeros, cost.macs_effective, cost.bytes_dense, cost.bytes_csr
+      (16, 4, 4.0, 64, 52)
     """
 
     params: int
@@ -160,6 +190,17 @@ class LayerCost(NamedTuple):
 
 def leaf_cost(w: Any, macs_dense: int = 0) -> LayerCost:
     """:class:`LayerCost` of one (already masked) leaf ``w`` that does ``macs_dense`` MACs.
+
+    The formulas are those of :class:`LayerCost`, with b = ``w.dtype.itemsize``.
+
+    Args:
+      w: the leaf, masked (w ⊙ m): its zeros are the pruned entries. Any shape and dtype
+        (NumPy or JAX array, concrete).
+      macs_dense: the layer's MACs for one example (>= 0; default 0, a leaf that is no
+        layer's weight).
+
+    Returns:
+      Its :class:`LayerCost` (Python numbers; ``macs_effective`` is 0.0 for an empty leaf).
 
     Examples:
       A 3×4 kernel with 5 nonzeros: dense 4·12 = 48 bytes; bitmask ⌈12/8⌉ + 4·5 = 22;
@@ -262,6 +303,16 @@ def cost(
 def format_cost(report: dict[str, Any]) -> str:
     """A fixed-width table of :func:`cost`'s report, with compression ratios of the bytes.
 
+    One row per layer, one for the other leaves, the total, then the compression of each
+    sparse format over dense storage (``bytes_dense / bytes_format``) and the MAC reduction
+    (``macs_dense / macs_effective``; ``inf`` when nothing is left).
+
+    Args:
+      report: what :func:`cost` returns.
+
+    Returns:
+      The table as one string (lines joined by newlines).
+
     Examples:
       >>> import jax.numpy as jnp, dynprune as dp
       >>> report = dp.stats.cost(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 4))}, jnp.ones((1, 3)))
@@ -319,6 +370,14 @@ class LatencyComparison(NamedTuple):
       medians: ``{name: median seconds per call}``.
       speedups: ``{name: medians[baseline] / medians[name]}`` (> 1: faster than baseline).
       baseline: the name the speedups are relative to.
+
+    Examples:
+      >>> import dynprune as dp
+      >>> result = dp.stats.LatencyComparison(
+      ...     medians={"dense": 2e-3, "sparse": 1e-3}, speedups={"dense": 1.0, "sparse": 2.0},
+      ...     baseline="dense")
+      >>> result.speedups["sparse"], result._asdict()["baseline"]
+      (2.0, 'dense')
     """
 
     medians: dict[str, float]
@@ -391,6 +450,18 @@ def latency(fn: Callable[..., Any], *args: Any, reps: int = 20, warmup: int = 3)
     """Median seconds of one jitted call ``fn(*args)``, up to ``block_until_ready``.
 
     Compilation is excluded; see :func:`compare_latency` (this is its one-candidate case).
+
+    Args:
+      fn: the function to time; it is jitted.
+      *args: its arguments (arrays or pytrees of them).
+      reps: timed calls (>= 1; default 20).
+      warmup: untimed calls after compilation (>= 0; default 3).
+
+    Returns:
+      The median seconds of one call.
+
+    Raises:
+      ValueError: if ``reps`` or ``warmup`` is out of range.
 
     Examples:
       >>> import jax.numpy as jnp, dynprune as dp

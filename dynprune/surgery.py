@@ -96,6 +96,19 @@ class Reconstruction(NamedTuple):
       architecture: units kept per position, e.g. ``"97-71-33"`` for LeNet-300-100 (pixels,
         hidden 1, hidden 2) and conv1 channels-conv2 channels-fc1 inputs-fc1 units for
         LeNet-5. Positions of size 1 and the output are left out.
+
+    Examples:
+      Two of four hidden units pruned (their incoming weights masked) are removed:
+
+      >>> import jax, jax.numpy as jnp, dynprune as dp
+      >>> params = {"w1": jnp.arange(1.0, 13.0).reshape(3, 4), "w2": jnp.ones((4, 2))}
+      >>> masks = {"w1": jnp.array([[True, False, True, False]] * 3), "w2": None}
+      >>> apply_fn = lambda p, x: jax.nn.relu(x @ p["w1"]) @ p["w2"]
+      >>> r = dp.surgery.reconstruct(apply_fn, params, masks, jnp.ones((1, 3)))
+      >>> r.architecture, r.params["w1"].shape, r.params["w2"].shape, r.kept["w1"].tolist()
+      ('3-2', (3, 2), (2, 2), [0, 2])
+      >>> r.apply(r.params, jnp.ones((1, 3))).tolist()
+      [[36.0, 36.0]]
     """
 
     params: PyTree

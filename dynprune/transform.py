@@ -79,6 +79,15 @@ class PruneState(NamedTuple):
         (see :func:`invalid_hyperparams`).
       hard: bool; True in hard mode (pruned weights are exactly 0.0 in storage, see
         :func:`apply_updates`), False in soft mode (dense weights kept).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]]), "b": jnp.zeros(2)}
+      >>> state = dp.prune(optax.adam(1e-3), dp.algorithms.one_shot(target=0.5)).init(params)
+      >>> type(state).__name__, int(state.count), bool(state.hard), state.masks["b"]
+      ('PruneState', 0, True, None)
+      >>> sorted(state.hyperparams), float(state.hyperparams["target"])
+      (['target'], 0.5)
     """
 
     count: jax.Array
@@ -99,7 +108,31 @@ def _param_like(node: Any, params_def: Any, shapes: list[tuple[int, ...]]) -> bo
 
 
 def reset_pruned_moments(inner_state: PyTree, mask_tree: PyTree, params: PyTree) -> PyTree:
-    """Zero every param-shaped subtree of an optimizer state where ``mask_tree`` is False."""
+    """Zero every param-shaped subtree of an optimizer state where ``mask_tree`` is False.
+
+    A subtree is param-shaped when it has the tree structure and leaf shapes of ``params``
+    (Adam's ``mu`` and ``nu``, a momentum trace, … of any optax optimizer); on each such
+    subtree s, s ← s ⊙ m. Everything else (step counts, schedules' state) is left as is.
+    The transform calls this in hard mode so that a pruned weight keeps no optimizer
+    history.
+
+    Args:
+      inner_state: an optax optimizer state.
+      mask_tree: bool masks at full leaf shapes (``None`` on unpruned leaves).
+      params: the parameters, which define what is param-shaped.
+
+    Returns:
+      ``inner_state`` with the masked entries of its param-shaped subtrees set to 0.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"w": jnp.ones(3)}
+      >>> tx = optax.sgd(0.1, momentum=0.9)
+      >>> _, state = tx.update(params, tx.init(params), params)
+      >>> masks = {"w": jnp.array([True, False, True])}
+      >>> dp.transform.reset_pruned_moments(state, masks, params)[0].trace["w"].tolist()
+      [1.0, 0.0, 1.0]
+    """
     leaves, params_def = jax.tree.flatten(params)
     shapes = [jnp.shape(x) for x in leaves]
 
@@ -271,7 +304,25 @@ def _first_state(opt_state: Any) -> PruneState | None:
 
 
 def find_state(opt_state: Any) -> PruneState:
-    """The first :class:`PruneState` inside a (possibly chained/wrapped) optimizer state."""
+    """The first :class:`PruneState` inside a (possibly chained/wrapped) optimizer state.
+
+    Args:
+      opt_state: any optimizer state, e.g. of ``optax.chain(..., dp.prune(...))`` or of a
+        ``dp.prune`` wrapped in ``optax.MultiSteps``.
+
+    Returns:
+      The :class:`PruneState` (first in flattening order).
+
+    Raises:
+      ValueError: if there is none (the state was not built by :func:`prune`).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> pruned = dp.prune(optax.sgd(0.1), dp.algorithms.one_shot(target=0.5))
+      >>> state = optax.chain(optax.clip(1.0), pruned).init({"w": jnp.ones(4)})
+      >>> int(dp.find_state(state).count)
+      0
+    """
     state = _first_state(opt_state)
     if state is None:
         raise ValueError(
@@ -317,12 +368,68 @@ def apply_updates(params: PyTree, updates: PyTree, opt_state: Any) -> PyTree:
 
 
 def masks_of(opt_state: Any) -> PyTree:
-    """The current bool masks (``None`` on unpruned leaves) held in an optimizer state."""
+    """The current bool masks held in an optimizer state (True = kept).
+
+    The mask tree has the structure of the parameters, with a bool array at the leaf's
+    full shape on every pruned leaf and ``None`` on every leaf that is not pruned (biases,
+    by default). JAX treats ``None`` as an empty subtree, not a leaf, so zip masks with
+    parameters by making it one: ``jax.tree.map(f, masks, params, is_leaf=lambda x: x is
+    None)`` calls ``f(None, w)`` on unpruned leaves (``dp.tree.is_none`` is that
+    predicate). Without ``is_leaf``, ``jax.tree.map`` with the masks first raises a
+    pytree structure error, and ``jax.tree.leaves(masks)`` silently drops the ``None``
+    leaves, so zipping it with ``jax.tree.leaves(params)`` pairs masks with the wrong
+    leaves. :func:`dynprune.apply_masks`, :func:`dynprune.summary` and
+    ``dp.tree.scored_leaves`` handle ``None`` already.
+
+    These are the masks of the last update; before the first, what the pruner's ``init``
+    chose (for the scheduled recipes: everything kept until their first pruning step).
+
+    Args:
+      opt_state: an optimizer state holding a :class:`PruneState`.
+
+    Returns:
+      The mask tree (bool arrays; ``None`` on unpruned leaves).
+
+    Raises:
+      ValueError: if there is no :class:`PruneState` in ``opt_state``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.array([[1.0, -3.0], [2.0, 0.5]]), "bias": jnp.ones(2)}}
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.one_shot(target=0.5))
+      >>> _, state = tx.update(params, tx.init(params), params)  # step 0: masks computed
+      >>> masks = dp.masks_of(state)
+      >>> masks["fc"]["bias"] is None, masks["fc"]["kernel"].tolist()
+      (True, [[False, True], [True, False]])
+      >>> kept = jax.tree.map(
+      ...     lambda m, w: w.size if m is None else int(m.sum()), masks, params,
+      ...     is_leaf=lambda x: x is None)
+      >>> kept
+      {'fc': {'bias': 2, 'kernel': 2}}
+    """
     return find_state(opt_state).masks
 
 
 def hyperparams_of(opt_state: Any) -> dict[str, jax.Array]:
-    """The pruner's hyperparameters held in an optimizer state."""
+    """The pruner's hyperparameters held in an optimizer state.
+
+    Args:
+      opt_state: an optimizer state holding a :class:`PruneState`.
+
+    Returns:
+      ``{name: float32 scalar}`` (one value per run for a stacked, vmapped state); change
+      them with :func:`set_hyperparams`.
+
+    Raises:
+      ValueError: if there is no :class:`PruneState` in ``opt_state``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.gmp(target=0.9, begin=0, end=10))
+      >>> hyperparams = dp.hyperparams_of(tx.init({"w": jnp.ones((4, 4))}))
+      >>> {name: round(float(value), 2) for name, value in sorted(hyperparams.items())}
+      {'initial': 0.0, 'target': 0.9}
+    """
     return find_state(opt_state).hyperparams
 
 
@@ -418,6 +525,26 @@ def masked_params(params: PyTree, opt_state: Any) -> PyTree:
     are already 0). Pruned entries are exactly 0.0 whatever the weight holds, NaN and
     ±inf included (selected, not multiplied: see :func:`dynprune.apply_masks`). The
     gradient with respect to w is dense, which RigL and DNS use.
+
+    Args:
+      params: the (dense) parameters.
+      opt_state: an optimizer state holding a :class:`PruneState`; its masks are applied.
+
+    Returns:
+      ``params`` with pruned entries 0.0 (unpruned leaves unchanged).
+
+    Raises:
+      ValueError: if there is no :class:`PruneState` in ``opt_state``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]])}
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.one_shot(target=0.5))
+      >>> _, state = tx.update(params, tx.init(params), params)  # step 0: masks computed
+      >>> dp.masked_params(params, state)["w"].tolist()
+      [[0.0, -3.0], [2.0, 0.0]]
+      >>> jax.grad(lambda p: dp.masked_params(p, state)["w"].sum())(params)["w"].tolist()
+      [[1.0, 1.0], [1.0, 1.0]]
     """
     return masks_lib.apply_masks(params, masks_of(opt_state), straight_through=True)
 
@@ -455,6 +582,17 @@ def cadence_fires(pruner: Pruner, state: PruneState, step: jax.Array) -> jax.Arr
 
     Returns:
       A bool scalar, what ``pruner.should_update`` says at that step inside :func:`prune`.
+
+    Raises:
+      ValueError: (a subclass of it) if the cadence reads the parameters, gradients, masks
+        or the pruner's state; :func:`update_schedule` turns it into a readable message.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> pruner = dp.algorithms.gmp(target=0.9, begin=2, end=8, every=3)
+      >>> state = dp.prune(optax.sgd(0.1), pruner).init({"w": jnp.ones((4, 4))})
+      >>> [bool(dp.transform.cadence_fires(pruner, state, jnp.int32(t))) for t in (2, 3, 5)]
+      [True, False, True]
     """
     ctx = Context(
         **{field: _Unknown(field) for field in ("params", "grads", "masks", "aux")},

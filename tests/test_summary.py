@@ -32,3 +32,28 @@ def test_summary_without_masks_counts_actual_zeros():
 def test_all_pruned_gives_infinite_compression():
     report = dp.summary({"w": jnp.ones(2)}, {"w": jnp.zeros(2, bool)})
     assert report["total"]["compression"] == float("inf")
+
+
+def test_table_tells_unpruned_leaves_from_pruned_at_zero_sparsity():
+    # A layer ERK keeps dense has a mask that keeps everything: pruned, at 0.00%.
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+    masks = {"dense": {"kernel": jnp.ones((2, 2), bool), "bias": None}}
+    report = dp.summary(params, masks)
+    assert report["leaves"]["dense/kernel"]["pruned"] is True
+    assert report["leaves"]["dense/kernel"]["sparsity"] == 0.0
+    assert report["leaves"]["dense/bias"]["pruned"] is False
+    rows = {line.split()[0]: line for line in dp.format_summary(report).splitlines()}
+    assert rows["dense/kernel"].endswith("0.00%  pruned")
+    assert rows["dense/bias"].endswith("0.00%  not pruned")
+    assert "not pruned" not in rows["dense/kernel"]
+
+
+def test_table_columns_stay_aligned_for_long_paths():
+    params = {
+        "a_rather_long_module_name_for_a_layer": {"kernel": jnp.ones((2, 2))},
+        "b": jnp.ones(3),
+    }
+    table = dp.format_summary(dp.summary(params))
+    rows = [line for line in table.splitlines() if "%" in line]
+    assert len({line.index("%") for line in rows}) == 1
+    assert all(line.endswith("not pruned") for line in rows if not line.startswith("total"))
