@@ -66,12 +66,24 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class Options:
     """How runs checkpoint (the scripts' ``--checkpoint-dir``, ``--checkpoint-every`` and
-    ``--keep-checkpoints``).
+    ``--keep-checkpoints``; see :func:`dynprune.harness.cli.checkpoint_options`).
 
     Attributes:
       root: the directory that holds one subdirectory per run (``root/<run key>/``).
-      every: save every this many steps of a phase (``None``: at the end of every epoch).
-      keep: keep the checkpoint of a finished run (its final state) instead of deleting it.
+      every: save every this many steps of a phase, >= 1 (``None``, the default: at the end of
+        every epoch).
+      keep: keep the checkpoint of a finished run (its final state) instead of deleting it
+        (default ``False``).
+
+    Raises:
+      ValueError: ``every`` is below 1.
+
+    Examples:
+      >>> Options(Path("ckpt"), every=100)
+      Options(root=PosixPath('ckpt'), every=100, keep=False)
+      >>> Options(Path("ckpt"), every=0)
+      Traceback (most recent call last):
+      ValueError: checkpoint every must be >= 1 steps, got 0
     """
 
     root: Path
@@ -84,16 +96,43 @@ class Options:
 
 
 class MismatchError(ValueError):
-    """A checkpoint that belongs to another run, or whose arrays do not fit the state."""
+    """A checkpoint that belongs to another run, or whose arrays do not fit the state.
+
+    Raised by :func:`latest` and :func:`restore`; a ``ValueError``, so a script's
+    :func:`dynprune.harness.cli.stops` reports it as a refused input.
+
+    Args:
+      *args: the message, naming the run keys or the leaf that differ.
+
+    Examples:
+      >>> import tempfile, numpy as np
+      >>> where = run_directory(tempfile.mkdtemp(), ["0123456789abcdef"])
+      >>> save(where, 1, {"w": np.ones(3, np.float32)}, {}, key="0123456789abcdef")
+      >>> try:
+      ...     restore(where, {"w": np.zeros(4, np.float32)}, key="0123456789abcdef")
+      ... except MismatchError as err:
+      ...     print(err)
+      leaf ['w'] of the checkpoint in ... is float32[3], this run expects float32[4]: ...
+    """
 
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT arrived: the step in progress finished and a checkpoint was saved.
 
+    A ``KeyboardInterrupt``, so code that does not know it stops as on Ctrl-C; raised by the
+    training loop after :func:`deferred_sigint` reported the signal.
+
     Attributes:
       directory: the run's checkpoint directory.
       phase: the phase that was interrupted.
       step: steps of that phase done (and saved).
+
+    Examples:
+      >>> err = Interrupted(Path("ckpt/0123456789abcdef"), "prune", 40)
+      >>> print(err)
+      interrupted after step 40 of prune; checkpoint saved in ckpt/0123456789abcdef
+      >>> isinstance(err, KeyboardInterrupt), err.step
+      (True, 40)
     """
 
     def __init__(self, directory: Path, phase: str, step: int):
@@ -116,7 +155,16 @@ def resume_hint(interrupt: KeyboardInterrupt, command: Sequence[str]) -> str:
       command: the script and its arguments.
 
     Returns:
-      A message of two lines; the second is the command to run.
+      A message of three lines: what was saved, then how to resume, then the command.
+
+    Examples:
+      >>> err = Interrupted(Path("ckpt/0123456789abcdef"), "prune", 40)
+      >>> print(resume_hint(err, ["experiments/prune.py", "--seed", "0"]))
+      interrupted after step 40 of prune; checkpoint saved in ckpt/0123456789abcdef
+      to resume, run the same command again:
+        python experiments/prune.py --seed 0
+      >>> print(resume_hint(KeyboardInterrupt(), ["run.py"]).splitlines()[0])
+      interrupted; its last checkpoint stands
     """
     said = str(interrupt) or "interrupted; its last checkpoint stands"
     return f"{said}\nto resume, run the same command again:\n  python {shlex.join(command)}"
@@ -135,6 +183,12 @@ def run_directory(root: str | Path, keys: Sequence[str]) -> Path:
 
     Raises:
       ValueError: no keys.
+
+    Examples:
+      >>> run_directory("ckpt", ["0123456789abcdef"]).as_posix()
+      'ckpt/0123456789abcdef'
+      >>> len(run_directory("ckpt", ["0123456789abcdef", "fedcba9876543210"]).name)
+      16
     """
     if not keys:
         raise ValueError("a checkpoint belongs to at least one run key")
@@ -156,6 +210,14 @@ def save(
       meta: JSON-ready data saved with it (NaN and ±inf allowed); the keys ``key``, ``step``
         and ``leaves`` are set here.
       key: the run key, checked by :func:`latest` and :func:`restore`.
+
+    Examples:
+      >>> import tempfile, numpy as np
+      >>> where = run_directory(tempfile.mkdtemp(), ["0123456789abcdef"])
+      >>> save(where, 10, {"w": np.ones(2, np.float32), "n": None}, {}, key="0123456789abcdef")
+      >>> save(where, 20, {"w": np.ones(2, np.float32), "n": None}, {}, key="0123456789abcdef")
+      >>> latest(where, key="0123456789abcdef")["step"]  # only the latest is kept
+      20
     """
     state = jax.device_get(state)
     meta = {**meta, "key": key, "step": step, "leaves": _leaf_specs(state)}
@@ -183,6 +245,21 @@ def latest(directory: str | Path, *, key: str) -> dict[str, Any] | None:
 
     Raises:
       MismatchError: the checkpoint belongs to another run key (another configuration).
+
+    Examples:
+      >>> import tempfile, numpy as np
+      >>> where = run_directory(tempfile.mkdtemp(), ["0123456789abcdef"])
+      >>> latest(where, key="0123456789abcdef") is None
+      True
+      >>> save(where, 3, {"w": np.ones(2, np.float32)}, {"epoch": 1}, key="0123456789abcdef")
+      >>> meta = latest(where, key="0123456789abcdef")
+      >>> meta["epoch"], meta["step"], meta["leaves"]
+      (1, 3, [["['w']", [2], 'float32']])
+      >>> try:
+      ...     latest(where, key="fedcba9876543210")
+      ... except MismatchError as err:
+      ...     print(err)
+      the checkpoint in ... belongs to run 0123456789abcdef, not to run fedcba9876543210: ...
     """
     if not Path(directory).is_dir():
         return None
@@ -216,6 +293,16 @@ def restore(directory: str | Path, like: Any, *, key: str) -> tuple[Any, dict[st
       FileNotFoundError: ``directory`` holds no checkpoint.
       MismatchError: the checkpoint belongs to another run key, or a leaf is missing, extra,
         or of another shape or dtype (the message names the leaf).
+
+    Examples:
+      >>> import tempfile, numpy as np
+      >>> where = run_directory(tempfile.mkdtemp(), ["0123456789abcdef"])
+      >>> state = {"w": np.arange(3, dtype=np.float32), "mask": np.array([True, False, True])}
+      >>> save(where, 5, state, {"phase": "prune"}, key="0123456789abcdef")
+      >>> like = {"w": np.zeros(3, np.float32), "mask": np.zeros(3, bool)}
+      >>> restored, meta = restore(where, like, key="0123456789abcdef")
+      >>> restored["w"], restored["mask"], meta["phase"]
+      (array([0., 1., 2.], dtype=float32), array([ True, False,  True]), 'prune')
     """
     meta = latest(directory, key=key)
     if meta is None:
@@ -232,7 +319,20 @@ def restore(directory: str | Path, like: Any, *, key: str) -> tuple[Any, dict[st
 
 
 def delete(directory: str | Path) -> None:
-    """Delete a run's checkpoint directory and everything in it (nothing if it is missing)."""
+    """Delete a run's checkpoint directory and everything in it (nothing if it is missing).
+
+    Args:
+      directory: the run's checkpoint directory (:func:`run_directory`).
+
+    Examples:
+      >>> import tempfile, numpy as np
+      >>> where = run_directory(tempfile.mkdtemp(), ["0123456789abcdef"])
+      >>> save(where, 1, {"w": np.ones(2, np.float32)}, {}, key="0123456789abcdef")
+      >>> delete(where)
+      >>> where.exists(), latest(where, key="0123456789abcdef")
+      (False, None)
+      >>> delete(where)  # already gone: nothing happens
+    """
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -250,6 +350,19 @@ def deferred_sigint() -> Iterator[threading.Event]:
 
     Raises:
       KeyboardInterrupt: on leaving, if SIGINT arrived and the caller did not raise.
+
+    Examples:
+      >>> import signal
+      >>> try:
+      ...     with deferred_sigint() as requested:
+      ...         for step in range(1, 4):
+      ...             if step == 2:  # Ctrl-C during step 2, delivered as Python would
+      ...                 signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+      ...             if requested.is_set():  # between steps: save, then stop
+      ...                 raise Interrupted(Path("ckpt"), "prune", step)
+      ... except Interrupted as err:
+      ...     print(err)
+      interrupted after step 2 of prune; checkpoint saved in ckpt
     """
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():

@@ -50,17 +50,35 @@ SCHEDULES = ("cosine", "constant")
 class Phase:
     """One training phase: optimizer settings and, when pruning, the pruner spec.
 
+    The optimizer is built by :func:`dynprune.harness.optimizers.make_optimizer`; the pruner's
+    step arguments are resolved against the phase by :func:`pruner_arguments`.
+
     Attributes:
-      epochs: passes over the training split (0: the pruner acts once at step 0, no training).
-      lr: peak learning rate.
+      epochs: passes over the training split, >= 0 (0: the pruner acts once at step 0, no
+        training).
+      lr: peak learning rate η.
       pruner: ``{"algorithm": name, **arguments}`` for :func:`dynprune.algorithms.get`, or
-        ``None``: train densely (or, after a pruning phase, with its masks fixed).
-      optimizer: ``"adam"`` (AdamW, decoupled weight decay) or ``"sgd"`` (momentum, L2 decay
-        added to the gradient).
-      schedule: ``"cosine"`` (decay to 0 over the phase) or ``"constant"``.
-      weight_decay: AdamW's decoupled decay, or SGD's L2 coefficient.
-      momentum: SGD momentum (unused by Adam).
-      shift: augmentation: random translations of up to ``shift`` pixels (0: none).
+        ``None`` (the default): train densely (or, after a pruning phase, with its masks fixed).
+      optimizer: ``"adam"`` (the default: AdamW, decoupled weight decay) or ``"sgd"``
+        (momentum, L2 decay added to the gradient).
+      schedule: ``"cosine"`` (the default: decay to 0 over the phase) or ``"constant"``.
+      weight_decay: AdamW's decoupled decay, or SGD's L2 coefficient (default 0).
+      momentum: SGD momentum (default 0.9; unused by Adam).
+      shift: augmentation: random translations of up to ``shift`` pixels (default 0: none).
+
+    Raises:
+      ValueError: an unknown optimizer or schedule, or a pruner spec with no or an unknown
+        algorithm, an argument that algorithm does not take, or a hyperparameter out of range.
+
+    Examples:
+      >>> Phase(epochs=20, lr=1e-3, pruner={"algorithm": "gmp", "target": 0.9}).optimizer
+      'adam'
+      >>> Phase(epochs=1, lr=0.1, optimizer="rmsprop")
+      Traceback (most recent call last):
+      ValueError: unknown optimizer 'rmsprop'; valid: adam, sgd
+      >>> Phase(epochs=1, lr=0.1, pruner={"algorithm": "gmp", "target": 1.5})
+      Traceback (most recent call last):
+      ValueError: pruner 'gmp': hyperparameter 'target' must be a finite number in [0, 1], got 1.5
     """
 
     epochs: int
@@ -84,11 +102,21 @@ class MaskInit:
     """Masks chosen before training from several batches at the initial weights (SNIP).
 
     Attributes:
-      target: fraction of the kernel weights to drop, ranked globally by
+      target: fraction of the kernel weights to drop, in [0, 1], ranked globally by
         s = Σ_b |w₀ · ∂L_b/∂w| (:func:`dynprune.algorithms.snip_masks`).
-      batches: number of training batches B (the first B of epoch 0 in the run's data order).
-      batch_size: images per saliency batch.
-      shift: the augmentation of those batches (as :attr:`Phase.shift`).
+      batches: number of training batches B, >= 1 (default 1: the first B of epoch 0 in the
+        run's data order).
+      batch_size: images per saliency batch (default 128).
+      shift: the augmentation of those batches (as :attr:`Phase.shift`; default 0).
+
+    Examples:
+      >>> config = RunConfig(model="lenet300", prune=Phase(epochs=20, lr=1e-3),
+      ...                    init_masks=MaskInit(target=0.9, batches=10))
+      >>> config.method
+      'snip_masks'
+
+    References:
+      Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", 2019.
     """
 
     target: float
@@ -116,6 +144,20 @@ class RunConfig:
         (:func:`dynprune.surgery.reconstruct`) and train it densely for this phase
         (:mod:`dynprune.harness.retrain`). ``None`` (the default) is left out of
         :func:`to_dict`, so configs without it keep their keys.
+
+    Raises:
+      ValueError: an unknown model or dataset, a pruner together with ``init_masks`` (which
+        are trained fixed), or a pruner in ``pretrain``, ``finetune`` or ``retrain``.
+
+    Examples:
+      >>> config = RunConfig(model="lenet5", prune=Phase(epochs=20, lr=1e-3,
+      ...     pruner={"algorithm": "gmp", "target": 0.99}), finetune=Phase(epochs=5, lr=1e-4))
+      >>> [name for name, _ in config.phases()], config.method
+      (['prune', 'finetune'], 'gmp')
+      >>> RunConfig(model="lenet5", prune=Phase(epochs=1, lr=1e-3),
+      ...           finetune=Phase(epochs=1, lr=1e-4, pruner={"algorithm": "gmp", "target": 0.5}))
+      Traceback (most recent call last):
+      ValueError: finetune keeps the prune phase's masks fixed: it takes no pruner
     """
 
     model: str
@@ -145,7 +187,19 @@ class RunConfig:
             raise ValueError("retrain trains the reconstructed model densely: it takes no pruner")
 
     def phases(self) -> list[tuple[str, Phase]]:
-        """``[(name, phase)]`` of the phases that exist, in the order they run."""
+        """``[(name, phase)]`` of the phases that exist, in the order they run.
+
+        The order is ``pretrain``, ``prune``, ``finetune``, ``retrain``; absent ones are left out.
+
+        Returns:
+          The present phases with their names.
+
+        Examples:
+          >>> config = RunConfig(model="lenet300", prune=Phase(epochs=2, lr=1e-3),
+          ...                    pretrain=Phase(epochs=5, lr=1e-3))
+          >>> [(name, phase.epochs) for name, phase in config.phases()]
+          [('pretrain', 5), ('prune', 2)]
+        """
         named = (
             ("pretrain", self.pretrain),
             ("prune", self.prune),
@@ -156,7 +210,12 @@ class RunConfig:
 
     @property
     def method(self) -> str:
-        """The pruning algorithm's name, ``"snip_masks"`` for init masks, ``"dense"`` if none."""
+        """The pruning algorithm's name, ``"snip_masks"`` for init masks, ``"dense"`` if none.
+
+        Examples:
+          >>> RunConfig(model="lenet300", prune=Phase(epochs=2, lr=1e-3)).method
+          'dense'
+        """
         if self.init_masks is not None:
             return "snip_masks"
         return "dense" if self.prune.pruner is None else self.prune.pruner["algorithm"]
@@ -176,9 +235,21 @@ _OMITTED_WHEN_NONE = ("retrain",)
 def to_dict(config: RunConfig) -> dict[str, Any]:
     """The config as JSON-ready data (nested dicts; pruner specs as plain dicts).
 
-    Fields added to :class:`RunConfig` after results were keyed (``retrain``) are left out
-    while they are ``None``, so a config that does not use them has the data, and the
-    :func:`run_key`, it had before they existed.
+    Every field is written, defaults included, except fields added to :class:`RunConfig`
+    after results were keyed (``retrain``): they are left out while they are ``None``, so a
+    config that does not use them has the data, and the :func:`run_key`, it had before they
+    existed.
+
+    Args:
+      config: the run's configuration.
+
+    Returns:
+      A dict of JSON types that :func:`from_dict` turns back into an equal config.
+
+    Examples:
+      >>> values = to_dict(RunConfig(model="lenet300", prune=Phase(epochs=2, lr=1e-3)))
+      >>> values["prune"]["optimizer"], values["pretrain"], "retrain" in values
+      ('adam', None, False)
     """
 
     def plain(value: Any) -> Any:
@@ -195,8 +266,30 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
 
 
 def from_dict(values: Mapping[str, Any]) -> RunConfig:
-    """Inverse of :func:`to_dict`; unknown or missing fields raise ``ValueError`` listing the
-    valid ones."""
+    """Inverse of :func:`to_dict`: the :class:`RunConfig` of JSON data.
+
+    Nested phases (``prune``, ``pretrain``, ``finetune``, ``retrain``) and ``init_masks`` are
+    mappings of their fields, or ``None``; omitted fields take their defaults.
+
+    Args:
+      values: a mapping of :class:`RunConfig` fields, e.g. a parsed JSON config file.
+
+    Returns:
+      The config, validated as on construction.
+
+    Raises:
+      ValueError: a value that is not a mapping where one is expected, unknown or missing
+        fields (the message lists the valid ones), or an invalid value (see
+        :class:`RunConfig` and :class:`Phase`).
+
+    Examples:
+      >>> config = from_dict({"model": "lenet300", "prune": {"epochs": 2, "lr": 1e-3}})
+      >>> config.prune.schedule, config.dataset
+      ('cosine', 'mnist')
+      >>> from_dict({"model": "lenet300"})
+      Traceback (most recent call last):
+      ValueError: missing field(s) ['prune'] in config (RunConfig)
+    """
     return _build(RunConfig, values, "config")
 
 
@@ -230,16 +323,59 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 
 def run_key(config: RunConfig, seed: int, *, test: bool, mode: str | None = None) -> str:
-    """The key of one run: a hash of its canonical data (config, seed, whether test error is
-    computed, and the protocol mode if one is given, e.g. ``"final"``). Equal data give equal
-    keys in any process, on any machine."""
+    """The key of one run: a hash of its canonical data.
+
+    The data are the config (:func:`to_dict`), the seed, whether test error is computed, and
+    the protocol mode if one is given; the key is :func:`dynprune.harness.results.run_key` of
+    them. Equal data give equal keys in any process, on any machine.
+
+    Args:
+      config: the run's configuration.
+      seed: the run's seed.
+      test: whether the run computes test error (a test run is another run).
+      mode: the protocol mode, e.g. ``"final"``; ``None`` (the default) leaves it out of the
+        data, so keys from before modes existed stay.
+
+    Returns:
+      16 hex digits.
+
+    Examples:
+      >>> config = RunConfig(model="lenet300", prune=Phase(epochs=2, lr=1e-3))
+      >>> key = run_key(config, 0, test=False)
+      >>> len(key), key == run_key(from_dict(to_dict(config)), 0, test=False)
+      (16, True)
+      >>> key == run_key(config, 0, test=True)
+      False
+    """
     data = {"config": to_dict(config), "seed": seed, "test": test}
     return results.run_key(data if mode is None else {**data, "mode": mode})
 
 
 def pruner_arguments(spec: Mapping[str, Any], *, steps: int, per_epoch: int) -> dict[str, Any]:
-    """The keyword arguments of ``spec``'s algorithm, step arguments resolved for a phase of
-    ``steps`` steps with ``per_epoch`` steps per epoch (see the module docstring)."""
+    """The keyword arguments of ``spec``'s algorithm, step arguments resolved for a phase.
+
+    Arguments named in :data:`dynprune.algorithms.STEP_ARGUMENTS` are resolved as the module
+    docstring says: an ``int`` is kept (steps), a ``float`` f in [0, 1] becomes ⌊f·T⌋, and
+    ``{"epochs": e}`` becomes ⌊e·E⌋; ``None`` and booleans are kept. Other arguments pass
+    through unchanged.
+
+    Args:
+      spec: ``{"algorithm": name, **arguments}``, as in :attr:`Phase.pruner`.
+      steps: the phase's number of steps T.
+      per_epoch: steps per epoch E.
+
+    Returns:
+      The arguments without ``"algorithm"``, ready for :func:`dynprune.algorithms.get`.
+
+    Raises:
+      ValueError: a step argument that is a float outside [0, 1] or of another form.
+
+    Examples:
+      >>> spec = {"algorithm": "gmp", "target": 0.9, "begin": {"epochs": 2}, "end": 0.5,
+      ...         "every": 100}
+      >>> pruner_arguments(spec, steps=1000, per_epoch=100)
+      {'target': 0.9, 'begin': 200, 'end': 500, 'every': 100}
+    """
     arguments = {k: v for k, v in spec.items() if k != "algorithm"}
     for name in set(arguments) & set(algorithms.STEP_ARGUMENTS):
         arguments[name] = _steps(arguments[name], name, steps, per_epoch)

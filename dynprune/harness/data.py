@@ -37,7 +37,21 @@ DEFAULT_TFDS_DIR = "~/tensorflow_datasets"  # TFDS's own default data directory
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The dataset has not been prepared under the TFDS data directory."""
+    """The dataset has not been prepared under the TFDS data directory.
+
+    A ``FileNotFoundError``; the message says where it looked and how to prepare the data
+    (dynprune never downloads).
+
+    Args:
+      *args: the message.
+
+    Examples:
+      >>> import tempfile
+      >>> empty = tempfile.mkdtemp()
+      >>> load("mnist", "test", data_dir=empty, cache_dir=empty)
+      Traceback (most recent call last):
+      dynprune.harness.data.DatasetNotFoundError: TFDS dataset 'mnist' is not prepared under ...
+    """
 
 
 class Dataset(NamedTuple):
@@ -46,6 +60,11 @@ class Dataset(NamedTuple):
     Attributes:
       images: uint8 [N, 28, 28, 1], values in [0, 255].
       labels: int32 [N], values in [0, 9].
+
+    Examples:
+      >>> data = Dataset(np.zeros((4, 28, 28, 1), np.uint8), np.arange(4, dtype=np.int32))
+      >>> data.images.shape, data.labels.tolist()
+      ((4, 28, 28, 1), [0, 1, 2, 3])
     """
 
     images: np.ndarray
@@ -70,8 +89,11 @@ def load(
     Args:
       name: One of `DATASETS`.
       split: One of `SPLITS`.
-      validation: Number of training examples held out for validation.
-      data_dir: TFDS data directory holding `<name>/<version>/`; defaults to `$TFDS_DATA_DIR`.
+      validation: Number of training examples held out for validation, in [0, N) for the N
+        examples of the TFDS train split (default 0; must be > 0 for `"validation"`). Ignored
+        for `"test"`.
+      data_dir: TFDS data directory holding `<name>/<version>/`; defaults to `$TFDS_DATA_DIR`,
+        else `~/tensorflow_datasets` (`DEFAULT_TFDS_DIR`).
       cache_dir: Where decoded arrays are cached; defaults to `$DYNPRUNE_CACHE_DIR`, else
         `~/.cache/dynprune`.
 
@@ -80,12 +102,25 @@ def load(
 
     Raises:
       ValueError: On an unknown name or split, or a validation size that does not fit.
-      DatasetNotFoundError: If the dataset is not prepared under `data_dir`.
+      DatasetNotFoundError: If the dataset is not prepared under `data_dir` and no decoded
+        copy is cached.
 
     Examples:
-      >>> train = load("mnist", "train", validation=5000)  # doctest: +SKIP
-      >>> train.images.shape, train.labels.shape  # doctest: +SKIP
-      ((55000, 28, 28, 1), (55000,))
+      Splits come from the prepared TFDS directory, or from decoded arrays already in the cache
+      (``<name>-<version>-<split>.npz``); here a tiny cached "train" split of 10 examples:
+
+      >>> import tempfile
+      >>> cache = tempfile.mkdtemp()
+      >>> labels = np.arange(10, dtype=np.int32)
+      >>> np.savez(f"{cache}/mnist-3.0.1-train.npz", images=np.zeros((10, 28, 28, 1), np.uint8),
+      ...          labels=labels)
+      >>> no_tfds = tempfile.mkdtemp()
+      >>> train = load("mnist", "train", validation=3, data_dir=no_tfds, cache_dir=cache)
+      >>> held_out = load("mnist", "validation", validation=3, data_dir=no_tfds, cache_dir=cache)
+      >>> train.images.shape, len(held_out.labels)
+      ((7, 28, 28, 1), 3)
+      >>> sorted(train.labels.tolist() + held_out.labels.tolist()) == labels.tolist()
+      True
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
@@ -106,7 +141,18 @@ def load(
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
-    """Converts uint8 images in [0, 255] to float32 in [0, 1]."""
+    """Converts uint8 images in [0, 255] to float32 in [0, 1]: x / 255.
+
+    Args:
+      images: uint8 images of any shape.
+
+    Returns:
+      float32 images of the same shape.
+
+    Examples:
+      >>> preprocess(np.array([0, 51, 255], np.uint8))
+      array([0. , 0.2, 1. ], dtype=float32)
+    """
     return images.astype(np.float32) / np.float32(255)
 
 
@@ -129,6 +175,18 @@ def batches(
 
     Yields:
       `(images, labels)`: float32 [batch_size, 28, 28, 1] in [0, 1] and int32 [batch_size].
+
+    Raises:
+      ValueError: If `batch_size` exceeds the number of examples (raised on the first `next`).
+
+    Examples:
+      >>> data = Dataset(np.zeros((10, 28, 28, 1), np.uint8), np.arange(10, dtype=np.int32))
+      >>> epoch = list(batches(data, 4, seed=0, epoch=0))
+      >>> len(epoch), epoch[0][0].shape, epoch[0][0].dtype  # 10 = 2·4 + 2 dropped
+      (2, (4, 28, 28, 1), dtype('float32'))
+      >>> again = list(batches(data, 4, seed=0, epoch=0))
+      >>> all((a[1] == b[1]).all() for a, b in zip(epoch, again))  # same (seed, epoch), same order
+      True
     """
     n = len(data.labels)
     if batch_size > n:
@@ -144,7 +202,25 @@ def batches(
 
 
 def translate(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Shifts each image [N, H, W, C] by its (dy, dx) in `offsets` [N, 2], filling with 0."""
+    """Shifts each image by its own whole-pixel offset, filling with 0.
+
+    out[n, y, x] = images[n, y − dy_n, x − dx_n] where that lies inside the image, else 0:
+    positive dy moves the content down, positive dx to the right.
+
+    Args:
+      images: [N, H, W, C], any dtype.
+      offsets: int [N, 2], each image's (dy, dx); any magnitude (beyond H or W: all zeros).
+
+    Returns:
+      The shifted images, [N, H, W, C], contiguous, of the dtype of ``images``.
+
+    Examples:
+      >>> image = np.arange(1, 10, dtype=np.uint8).reshape(1, 3, 3, 1)
+      >>> translate(image, np.array([[1, -1]]))[0, :, :, 0]  # down 1, left 1
+      array([[0, 0, 0],
+             [2, 3, 0],
+             [5, 6, 0]], dtype=uint8)
+    """
     s = int(np.abs(offsets).max(initial=0))
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
@@ -167,6 +243,11 @@ def eval_batches(
     Yields:
       `(images, labels, weights)`: float32 [batch_size, 28, 28, 1], int32 [batch_size] and
       float32 [batch_size], with weight 1 for real examples and 0 for padding.
+
+    Examples:
+      >>> data = Dataset(np.zeros((5, 28, 28, 1), np.uint8), np.arange(5, dtype=np.int32))
+      >>> [(images.shape[0], weights.tolist()) for images, _, weights in eval_batches(data, 3)]
+      [(3, [1.0, 1.0, 1.0]), (3, [1.0, 1.0, 0.0])]
     """
     n = len(data.labels)
     for start in range(0, n, batch_size):

@@ -22,18 +22,37 @@ _NONE, _SUB, _UP, _AVERAGE, _PAETH = range(5)
 
 
 def decode_grayscale(blobs: Sequence[bytes], height: int, width: int) -> np.ndarray:
-    """Decodes PNG files to one uint8 array.
+    r"""Decodes PNG files to one uint8 array.
+
+    Each blob must be the layout TFDS writes for MNIST-like data: the PNG signature, an
+    ``IHDR`` of ``width`` x ``height``, bit depth 8, colour type 0 (grayscale), compression 0,
+    filter method 0, no interlace; its ``IDAT`` chunks are concatenated, inflated, and every row's
+    filter (None, Sub, Up, Average or Paeth) undone. Chunk CRCs are not checked.
 
     Args:
       blobs: PNG files, each 8-bit grayscale, non-interlaced, `height` x `width`.
-      height: Image height in pixels.
-      width: Image width in pixels.
+      height: Image height in pixels, >= 1.
+      width: Image width in pixels, >= 1.
 
     Returns:
       uint8 [len(blobs), height, width].
 
     Raises:
-      ValueError: If a blob is not a PNG of that layout and size.
+      ValueError: If a blob is not a PNG of that layout and size, or a row names an unknown
+        filter type.
+
+    Examples:
+      >>> import struct, zlib
+      >>> def chunk(kind, body):
+      ...     crc = struct.pack(">I", zlib.crc32(kind + body))
+      ...     return struct.pack(">I", len(body)) + kind + body + crc
+      >>> ihdr = struct.pack(">IIBBBBB", 3, 2, 8, 0, 0, 0, 0)  # 3 wide, 2 high, 8-bit gray
+      >>> rows = b"\x00" b"\x00\x80\xff" b"\x01" b"\x07\x01\x01"  # None; Sub: 7, 7+1, 8+1
+      >>> blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+      ...         + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+      >>> decode_grayscale([blob, blob], height=2, width=3)[0]
+      array([[  0, 128, 255],
+             [  7,   8,   9]], dtype=uint8)
     """
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = np.empty((len(blobs), height, width + 1), np.uint8)

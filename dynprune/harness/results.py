@@ -41,8 +41,24 @@ def _to_json(value: Any) -> Any:
 def dumps(row: dict[str, Any]) -> str:
     """Serializes a row to one line of strict JSON (no trailing newline), keys sorted.
 
+    NumPy and JAX scalars and arrays become numbers and nested lists, paths become strings.
+
+    Args:
+      row: The row: a dict of JSON types, NumPy/JAX values and paths.
+
+    Returns:
+      The line.
+
     Raises:
       ValueError: naming the field, if the row holds NaN or an infinity (not JSON).
+      TypeError: If the row holds a value of another type.
+
+    Examples:
+      >>> dumps({"b": np.float32(0.5), "a": np.arange(3)})
+      '{"a": [0, 1, 2], "b": 0.5}'
+      >>> dumps({"metrics": {"loss": float("nan")}})
+      Traceback (most recent call last):
+      ValueError: row field 'metrics.loss' is not finite: rows are strict JSON
     """
     try:
         return json.dumps(row, default=_to_json, sort_keys=True, allow_nan=False)
@@ -74,8 +90,28 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool =
     does not end with a newline (a torn line from an interrupted write), the row starts on a
     new line, so it stays readable. Every byte is written, or `OSError` is raised.
 
+    Args:
+      path: The JSONL file; it and its parent directories are created if missing.
+      row: The row, serialized by `dumps`; with `unique=True` it must have a `key` field.
+      unique: Write the row only if no row with its `key` is in the file yet (default False).
+
     Returns:
       Whether the row was written (False: `unique` and its key was already there).
+
+    Raises:
+      ValueError: If the row holds NaN or an infinity (see `dumps`); nothing is written.
+      KeyError: If `unique` is set and the row has no `key`.
+      OSError: If the row could not be written whole.
+
+    Examples:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "runs" / "results.jsonl"
+      >>> append_jsonl(path, {"key": "a1", "accuracy": 0.98}, unique=True)
+      True
+      >>> append_jsonl(path, {"key": "a1", "accuracy": 0.97}, unique=True)
+      False
+      >>> print(path.read_text(), end="")
+      {"accuracy": 0.98, "key": "a1"}
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +139,26 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool =
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Returns the rows of a JSONL file; lines that do not parse are skipped with a warning.
 
-    A missing file has no rows.
+    The warning goes through `logging`, naming the line. A missing file has no rows; blank
+    lines are skipped silently.
+
+    Args:
+      path: The JSONL file.
+
+    Returns:
+      The parsed rows, in file order.
+
+    Examples:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "results.jsonl"
+      >>> read_jsonl(path)
+      []
+      >>> for row in ({"key": "a1"}, {"key": "b2"}):
+      ...     _ = append_jsonl(path, row)
+      >>> with path.open("a") as f:  # a write torn by a crash
+      ...     _ = f.write('{"key": "c')
+      >>> read_jsonl(path)
+      [{'key': 'a1'}, {'key': 'b2'}]
     """
     path = Path(path)
     if not path.exists():
@@ -121,17 +176,57 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def run_key(config: dict[str, Any]) -> str:
-    """Returns a stable 16-hex-digit key of a run's config (independent of key order)."""
+    """Returns a stable 16-hex-digit key of a run's config (independent of key order).
+
+    The key is the first 16 hex digits of the SHA-256 of the config's `dumps` line.
+
+    Args:
+      config: The run's canonical data (see `dumps` for the types allowed).
+
+    Returns:
+      16 hex digits.
+
+    Examples:
+      >>> key = run_key({"lr": 0.1, "seed": 0})
+      >>> len(key), key == run_key({"seed": 0, "lr": 0.1}), key == run_key({"lr": 0.1, "seed": 1})
+      (16, True, False)
+    """
     return hashlib.sha256(dumps(config).encode()).hexdigest()[:16]
 
 
 def completed_keys(path: str | os.PathLike) -> set[str]:
-    """Returns the `key` fields of the rows already in the JSONL file at `path`."""
+    """Returns the `key` fields of the rows already in the JSONL file at `path`.
+
+    Args:
+      path: The JSONL file (missing: no keys).
+
+    Returns:
+      The keys; rows without a `key` are ignored.
+
+    Examples:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "results.jsonl"
+      >>> for row in ({"key": "a1"}, {"note": "no key"}, {"key": "b2"}):
+      ...     _ = append_jsonl(path, row)
+      >>> sorted(completed_keys(path))
+      ['a1', 'b2']
+    """
     return {row["key"] for row in read_jsonl(path) if "key" in row}
 
 
 def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first row of each `key` (rows without a key are kept), in file order."""
+    """The first row of each `key` (rows without a key are kept), in file order.
+
+    Args:
+      rows: Rows, e.g. from `read_jsonl`.
+
+    Returns:
+      A new list without the later rows of a repeated key.
+
+    Examples:
+      >>> unique_rows([{"key": "a", "n": 1}, {"n": 2}, {"key": "a", "n": 3}, {"n": 4}])
+      [{'key': 'a', 'n': 1}, {'n': 2}, {'n': 4}]
+    """
     seen: set[str] = set()
     out = []
     for row in rows:
@@ -146,8 +241,17 @@ def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def git_commit(repo: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """Returns `{"sha": short sha, "dirty": bool}` of the git checkout holding `repo`.
 
-    `repo` defaults to this package's directory. Returns None outside a git checkout (e.g. an
-    installed wheel) or without git.
+    Args:
+      repo: A directory inside the checkout; defaults to this package's directory.
+
+    Returns:
+      The short SHA of `HEAD` and whether tracked files differ from it (untracked files do not
+      count), or None outside a git checkout (e.g. an installed wheel) or without git.
+
+    Examples:
+      >>> import tempfile
+      >>> git_commit(tempfile.mkdtemp()) is None  # not a git checkout
+      True
     """
     cwd = Path(repo) if repo is not None else Path(__file__).parent
 
@@ -165,7 +269,20 @@ def git_commit(repo: str | os.PathLike | None = None) -> dict[str, Any] | None:
 
 
 def run_metadata() -> dict[str, Any]:
-    """Returns where and with what a run ran: backend, device, versions, git commit, host, time."""
+    """Returns where and with what a run ran: backend, device, versions, git commit, host, time.
+
+    Returns:
+      A JSON-ready dict: `backend`, `device_kind` and `device_count` (JAX's), `versions` of
+      jax, flax, optax, numpy and Python, `git` (`git_commit`), `hostname`, and `timestamp`
+      (UTC, ISO 8601, seconds).
+
+    Examples:
+      >>> meta = run_metadata()
+      >>> sorted(meta)
+      ['backend', 'device_count', 'device_kind', 'git', 'hostname', 'timestamp', 'versions']
+      >>> sorted(meta["versions"])
+      ['flax', 'jax', 'numpy', 'optax', 'python']
+    """
     return {
         "backend": jax.default_backend(),
         "device_kind": jax.devices()[0].device_kind,
