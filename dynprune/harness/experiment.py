@@ -95,7 +95,33 @@ Step = Callable[..., tuple[train.TrainState, dict[str, jax.Array]]]
 
 
 def load_splits(config: RunConfig, data_dir: str | os.PathLike | None = None) -> Splits:
-    """The train / validation / test splits of ``config`` (cut to ``config.examples``)."""
+    """The train / validation / test splits of ``config``, read from prepared TFDS data.
+
+    The splits are those of :func:`dynprune.harness.data.load` for ``config.dataset`` with
+    ``config.validation`` training examples held out; with ``config.examples`` set, every
+    split is cut to its first ``config.examples`` images (smoke runs). Nothing is downloaded.
+
+    Args:
+      config: the run whose ``dataset``, ``validation`` and ``examples`` are read.
+      data_dir: the TFDS data directory holding ``<dataset>/<version>/`` (default:
+        ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+
+    Returns:
+      ``{"train": ..., "validation": ..., "test": ...}``, each a
+      :class:`~dynprune.harness.data.Dataset` (uint8 images [N, 28, 28, 1], int32 labels).
+
+    Raises:
+      dynprune.harness.data.DatasetNotFoundError: the dataset is not prepared under
+        ``data_dir`` and not in the decoded cache.
+      ValueError: ``config.validation`` does not fit in the training split.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> config = RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3), examples=512)
+      >>> splits = load_splits(config)  # doctest: +SKIP
+      >>> {name: split.images.shape for name, split in splits.items()}  # doctest: +SKIP
+      {'train': (512, 28, 28, 1), 'validation': (512, 28, 28, 1), 'test': (512, 28, 28, 1)}
+    """
     splits = {
         split: data.load(config.dataset, split, validation=config.validation, data_dir=data_dir)
         for split in data.SPLITS
@@ -107,8 +133,32 @@ def load_splits(config: RunConfig, data_dir: str | os.PathLike | None = None) ->
 
 
 def state_arguments(spec: Mapping[str, Any] | None) -> set[str]:
-    """The arguments of a pruner spec that only enter the pruner's state (its hyperparameters
-    and init-only arguments such as DNS's ``c``): points differing in them compile once."""
+    """The arguments of a pruner spec that only enter the pruner's state.
+
+    These are the built pruner's hyperparameters (:attr:`dynprune.Pruner.hyperparams`, e.g.
+    GMP's ``target``, DNS's ``gamma``) and its init-only arguments (:data:`INIT_ARGUMENTS`,
+    e.g. DNS's ``c``), restricted to those ``spec`` sets. Configurations that differ only in
+    them share one compiled train step (:func:`group_key`).
+
+    Args:
+      spec: a pruner spec ``{"algorithm": name, **arguments}`` (as
+        :attr:`~dynprune.harness.config.Phase.pruner`), or ``None`` (no pruner).
+
+    Returns:
+      The names of ``spec``'s arguments that are state values; empty for ``None``.
+
+    Raises:
+      ValueError: an unknown algorithm, or a spec missing an argument its algorithm needs
+        (:func:`dynprune.algorithms.get` builds the pruner to read its hyperparameters).
+
+    Examples:
+      >>> sorted(state_arguments({"algorithm": "gmp", "target": 0.9, "begin": 0.1, "end": 0.7}))
+      ['target']
+      >>> sorted(state_arguments({"algorithm": "dns", "c": 1.0, "gamma": 1e-4, "warmup": 0.4}))
+      ['c', 'gamma']
+      >>> state_arguments(None)
+      set()
+    """
     if spec is None:
         return set()
     name = spec["algorithm"]
@@ -119,7 +169,32 @@ def state_arguments(spec: Mapping[str, Any] | None) -> set[str]:
 
 
 def group_key(config: RunConfig) -> str:
-    """Equal for configurations that can share compiled steps (equal up to state values)."""
+    """A key equal for configurations that can share compiled steps (equal up to state values).
+
+    The key is :func:`dynprune.harness.results.run_key` of the configuration with the pruner
+    spec's :func:`state_arguments` removed and the SNIP ``init_masks`` target set to 0: the
+    rest decides the program's shapes and code.
+
+    Args:
+      config: a run configuration.
+
+    Returns:
+      A short hex hash; equal keys mean :func:`run_points` may run the configurations
+      together.
+
+    Raises:
+      ValueError: the pruner spec is incomplete (see :func:`state_arguments`).
+
+    Examples:
+      >>> import dataclasses
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> spec = {"algorithm": "gmp", "target": 0.5, "begin": 0.1, "end": 0.7}
+      >>> a = RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3, pruner=spec))
+      >>> b = dataclasses.replace(a, prune=Phase(epochs=1, lr=1e-3, pruner={**spec, "target": 0.9}))
+      >>> c = dataclasses.replace(a, prune=Phase(epochs=2, lr=1e-3, pruner=spec))
+      >>> group_key(a) == group_key(b), group_key(a) == group_key(c)
+      (True, False)
+    """
     spec = config.prune.pruner
     if spec is not None:
         varying = state_arguments(spec)
@@ -134,9 +209,30 @@ def group_key(config: RunConfig) -> str:
 class Programs:
     """Compiled train and eval steps of an invocation, shared across its runs.
 
-    ``compiles["group/phase"]`` counts the traces (each one an XLA compilation) of each
-    group's train step in each phase; :attr:`max_compiles` is the largest, the number a sweep
-    reports.
+    Pass one instance to every :func:`run_points` call of a script (a sweep does): points of
+    one :func:`group_key` then reuse the train steps compiled for the first of them, and runs
+    of one model reuse its eval steps. Construct it with no arguments.
+
+    Attributes:
+      compiles: a :class:`collections.Counter` of the traces (each one an XLA compilation) of
+        each group's train step in each phase, keyed ``"group/phase"`` (the step that updates
+        masks) and ``"group/phase/idle"`` (the step that keeps them).
+      max_compiles: the largest count in ``compiles`` (0 before any step ran), the number a
+        sweep reports.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> programs = Programs()
+      >>> programs.max_compiles
+      0
+      >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p["w"]
+      >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.fixed({"w": None}))
+      >>> step = programs.step(("group", "prune", 1, 1), apply_fn, tx)
+      >>> step is programs.step(("group", "prune", 1, 1), apply_fn, tx)  # built once
+      True
+      >>> programs.eval_step("mlp", apply_fn, masked=True) is programs.eval_step(
+      ...     "mlp", apply_fn, masked=True)
+      True
     """
 
     def __init__(self) -> None:
@@ -146,10 +242,24 @@ class Programs:
 
     @property
     def max_compiles(self) -> int:
+        """The most compilations of any group's train step in any phase (0 before any)."""
         return max(self.compiles.values(), default=0)
 
     def compiles_of(self, config: RunConfig) -> int:
-        """The most compilations of any phase's train step in ``config``'s group so far."""
+        """The most compilations of any phase's train step in ``config``'s group so far.
+
+        Args:
+          config: a configuration; its :func:`group_key` selects the counts.
+
+        Returns:
+          The largest of the group's ``compiles`` counts (update and idle steps alike); 0 if
+          none of its steps ran yet. A sweep records it in each row as ``compiles``.
+
+        Examples:
+          >>> from dynprune.harness.config import Phase, RunConfig
+          >>> Programs().compiles_of(RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)))
+          0
+        """
         prefix = f"{group_key(config)}/"
         return max((n for g, n in self.compiles.items() if g.startswith(prefix)), default=0)
 
@@ -161,19 +271,75 @@ class Programs:
         *,
         pruner: dp.Pruner | None = None,
     ) -> Step:
-        """The jitted step of group ``key`` = (group, phase, points, devices), built from ``tx``
-        the first time; its signature is ``(state, count, images, labels)``.
+        """The jitted train step of ``key``, built from ``tx`` the first time it is asked for.
 
-        With ``pruner`` (``tx`` then built with ``update_masks=False``), the step that keeps
-        the masks, counted apart (``"group/phase/idle"``); its metrics say ``missed``: whether
-        the pruner's cadence fires at this step (which the caller must not let happen)."""
+        The step is ``step(state, count, images, labels, *, shared_batch) -> (state,
+        metrics)``: ``state`` is a :class:`~dynprune.harness.train.TrainState` whose optimizer
+        state is :func:`dynprune.prune`'s (stacked along a leading axis for K > 1 points;
+        donated), ``count`` the int32 step number shared by all points, and ``shared_batch``
+        (static) whether one batch ``[B, ...]`` serves every point instead of a stacked
+        ``[K, B, ...]`` one. Its metrics are ``loss`` and ``accuracy``, with ``kept`` (kept
+        weights after the step) and ``regrown`` (weights the step regrew) for the step that
+        updates masks, or ``missed`` for the step that keeps them. Each trace adds 1 to
+        ``compiles["group/phase"]`` (``"group/phase/idle"`` with ``pruner``).
+
+        Args:
+          key: ``(group, phase, points, devices)``, plus ``"idle"`` for the step that keeps
+            the masks; ``points`` is K (1: no ``vmap``). Equal keys get the same step.
+          apply_fn: the model's pure ``apply_fn(params, x) -> logits``.
+          tx: the optimizer wrapped by :func:`dynprune.prune` (with ``update_masks=False``
+            when ``pruner`` is given); used only the first time ``key`` is asked for.
+          pruner: ``None`` for the step that updates masks; else the pruner whose cadence the
+            step that keeps the masks evaluates: its ``missed`` metric says whether the cadence
+            fires at this step (which the caller must not let happen).
+
+        Returns:
+          The jitted step (compiled on its first call, once per input shape).
+
+        Examples:
+          >>> import numpy as np, jax.numpy as jnp, optax, dynprune as dp
+          >>> from dynprune.harness import train
+          >>> programs = Programs()
+          >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p["w"]
+          >>> masks = {"w": np.array([[True, False, False]] * 4)}
+          >>> tx = dp.prune(optax.sgd(0.1), dp.algorithms.fixed(masks))
+          >>> step = programs.step(("group", "prune", 1, 1), apply_fn, tx)
+          >>> state = train.init_state({"w": jnp.ones((4, 3))}, tx)
+          >>> images, labels = jnp.ones((2, 2, 2)), jnp.zeros(2, jnp.int32)
+          >>> for count in range(2):
+          ...     state, metrics = step(state, np.int32(count), images, labels, shared_batch=True)
+          >>> dict(programs.compiles), int(metrics["kept"]), int(metrics["regrown"])
+          ({'group/prune': 1}, 4, 0)
+        """
         if key not in self._steps:
             name = f"{key[0]}/{key[1]}" + ("" if pruner is None else "/idle")
             self._steps[key] = _jitted_step(apply_fn, tx, key[2], self.compiles, name, pruner)
         return self._steps[key]
 
     def eval_step(self, model: str, apply_fn: train.ApplyFn, *, masked: bool) -> Callable[..., Any]:
-        """The jitted eval step of ``model``, through ``dp.masked_params`` if ``masked``."""
+        """The jitted eval step of ``model``, built the first time it is asked for.
+
+        Args:
+          model: the model's name (the cache key, with ``masked``).
+          apply_fn: the model's pure ``apply_fn(params, x) -> logits``; used only the first
+            time.
+          masked: evaluate w ⊙ m (:func:`dynprune.masked_params`, masks from the optimizer
+            state) instead of the stored parameters.
+
+        Returns:
+          :func:`dynprune.harness.train.make_eval_step`'s ``eval(params, opt_state, images,
+          labels, weights) -> (sum_correct, sum_loss, count)``.
+
+        Examples:
+          >>> import jax.numpy as jnp, optax
+          >>> programs = Programs()
+          >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
+          >>> evaluate = programs.eval_step("linear", apply_fn, masked=False)
+          >>> correct, loss, count = evaluate(jnp.eye(4, 3), optax.EmptyState(),
+          ...     jnp.eye(2, 4).reshape(2, 2, 2), jnp.array([0, 1]), jnp.ones(2))
+          >>> float(correct), float(count)
+          (2.0, 2.0)
+        """
         if (model, masked) not in self._evals:
             forward = dp.masked_params if masked else None
             self._evals[model, masked] = train.make_eval_step(apply_fn, forward_params=forward)
@@ -740,18 +906,27 @@ def run_points(
 ) -> list[dict[str, Any]]:
     """Run K points (configs equal up to pruner state values) with their seeds; one row each.
 
+    The phases run in order — dense ``pretrain`` (cached on disk per seed), ``prune``,
+    ``finetune`` with the masks fixed, then ``retrain`` of the physically smaller model — K = 1
+    through one jitted step, K > 1 through one ``vmap``-ped step over the stacked states
+    (see the module docstring).
+
     Args:
-      configs: K configurations with one :func:`group_key` (e.g. one method at K targets).
-      seeds: K seeds (initialisation, data order, the pruner's PRNG key).
+      configs: K ≥ 1 configurations with one :func:`group_key` (e.g. one method at K targets).
+      seeds: K seeds (initialisation, data order, the pruner's PRNG key); equal seeds share
+        one batch per step.
       test: also compute test error (for final runs of configurations fixed in advance).
-      splits: the data (default: :func:`load_splits` of the first config).
+        Default ``False``: validation error only.
+      splits: ``{"train", "validation", "test"}`` datasets (default: :func:`load_splits` of
+        the first config).
       programs: compiled steps to share with other calls (default: new ones).
-      mesh: shard the K points over this mesh's first axis (K must divide evenly).
+      mesh: shard the K points over this mesh's first axis (K must divide evenly); default
+        ``None``: one device.
       data_dir: the TFDS data directory, when ``splits`` is not given.
-      progress: show a tqdm bar over each phase's steps.
+      progress: show a tqdm bar over each phase's steps (default ``False``).
       checkpoints: save the run's state under ``checkpoints.root/<key>/`` (the run key of
         ``(config, seed, test)``; for K > 1 the hash of the K run keys) and resume from it;
-        ``None``: no checkpoints (see the module docstring).
+        ``None`` (the default): no checkpoints (see the module docstring).
 
     Returns:
       K rows (JSON-ready dicts) without run metadata; see the module docstring. ``wall_s``
@@ -765,6 +940,25 @@ def run_points(
         another configuration or model.
       dynprune.harness.checkpoint.Interrupted: SIGINT arrived while checkpointing; the step in
         progress finished and was saved: the same call resumes.
+
+    Examples:
+      Two GMP targets in one vmapped program, on made-up data (it trains: seconds on a CPU):
+
+      >>> import numpy as np
+      >>> from dynprune.harness import data
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> rng = np.random.default_rng(0)
+      >>> tiny = data.Dataset(rng.integers(0, 256, (16, 28, 28, 1), np.uint8),
+      ...     rng.integers(0, 10, 16, np.int32))
+      >>> splits = {"train": tiny, "validation": tiny, "test": tiny}
+      >>> configs = [RunConfig(model="origin_mlp", batch_size=8, prune=Phase(epochs=1, lr=1e-3,
+      ...     pruner={"algorithm": "one_shot", "target": t})) for t in (0.5, 0.9)]
+      >>> programs = Programs()
+      >>> rows = run_points(configs, [0, 0], splits=splits, programs=programs)  # doctest: +SKIP
+      >>> [round(row["layers"]["fc1/kernel"]["sparsity"], 3) for row in rows]  # doctest: +SKIP
+      [0.5, 0.9]
+      >>> programs.max_compiles  # doctest: +SKIP
+      1
     """
     if not configs or len(configs) != len(seeds):
         raise ValueError(
@@ -795,12 +989,37 @@ def run_points(
 def run(config: RunConfig, seed: int, **kwargs: Any) -> dict[str, Any]:
     """Run one configuration for one seed; its row (:func:`run_points` with K = 1).
 
+    Args:
+      config: the run configuration.
+      seed: initialisation, data order and the pruner's PRNG key.
+      **kwargs: the keyword arguments of :func:`run_points` (``test``, ``splits``,
+        ``programs``, ``mesh``, ``data_dir``, ``progress``, ``checkpoints``).
+
+    Returns:
+      The run's row (a JSON-ready dict without run metadata; see the module docstring):
+      ``val_error``, ``sparsity``, ``compression``, ``layers``, ``trace``, ``train_loss``,
+      ``status``, ``wall_s``, …
+
+    Raises:
+      ValueError: as :func:`run_points`; also when a hyperparameter went out of range inside
+        the jitted step (no row is returned).
+
     Examples:
+      One-shot magnitude pruning to 50% on made-up data (it trains: seconds on a CPU):
+
+      >>> import numpy as np
+      >>> from dynprune.harness import data
       >>> from dynprune.harness.config import Phase, RunConfig
-      >>> config = RunConfig(model="origin_mlp", examples=512, validation=512,
+      >>> rng = np.random.default_rng(0)
+      >>> tiny = data.Dataset(rng.integers(0, 256, (16, 28, 28, 1), np.uint8),
+      ...     rng.integers(0, 10, 16, np.int32))
+      >>> config = RunConfig(model="origin_mlp", batch_size=8,
       ...     prune=Phase(epochs=1, lr=1e-3, pruner={"algorithm": "one_shot", "target": 0.5}))
-      >>> row = run(config, seed=0)  # doctest: +SKIP
-      >>> round(row["layers"]["fc1/kernel"]["sparsity"], 3)  # doctest: +SKIP
-      0.5
+      >>> splits = {"train": tiny, "validation": tiny, "test": tiny}
+      >>> row = run(config, seed=0, splits=splits)  # doctest: +SKIP
+      >>> row["status"], row["steps"], row["layers"]["fc1/kernel"]["sparsity"]  # doctest: +SKIP
+      ('ok', 2, 0.5)
+      >>> row["trace"]  # doctest: +SKIP
+      [{'phase': 'prune', 'step': 0, 'kept': 50816, 'pruned': 50816, 'regrown': 0}]
     """
     return run_points([config], [seed], **kwargs)[0]

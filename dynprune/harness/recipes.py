@@ -47,20 +47,33 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A reproduction.
+    """A reproduction: a run configuration and the published result it is compared with.
+
+    One entry of ``experiments/recipes.json`` (:func:`load`); frozen, so two recipes compare
+    equal when their data are equal (which :func:`lock_problems` relies on).
 
     Attributes:
       run: the run configuration.
       published: the published result, in words (e.g. ``"1.99% at 56x (Guo et al. 2016)"``).
-      target: what the reproduction aims at.
-      seeds: seeds 0 … seeds − 1 (declared in advance).
-      description: one line on the recipe.
-      baseline: the recipe of the dense model this one is compared with (same net, same
-        protocol), or ``None``.
-      published_error: the published test error in percent, or ``None`` (no number to
-        compare with).
+      target: what the reproduction aims at, in words.
+      seeds: seeds 0 … seeds − 1 (declared in advance; default 3).
+      description: one line on the recipe (default ``""``).
+      baseline: the name of the recipe of the dense model this one is compared with (same
+        net, same protocol), or ``None`` (the default).
+      published_error: the published test error in percent, or ``None`` (the default: no
+        number to compare with).
       published_compression: the published compression over the pruned weights alone (the
-        papers' counting), or ``None``.
+        papers' counting), or ``None`` (the default).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> recipe = Recipe(
+      ...     run=RunConfig(model="lenet300", prune=Phase(epochs=20, lr=1e-3,
+      ...         pruner={"algorithm": "one_shot", "target": 0.9})),
+      ...     published="1.59% at 12x (Han et al. 2015)", target="<= 1.6% at >= 12x",
+      ...     published_error=1.59, published_compression=12.0)
+      >>> recipe.seeds, recipe.baseline, protocol(recipe)
+      (3, None, 'paper')
     """
 
     run: RunConfig
@@ -74,7 +87,32 @@ class Recipe:
 
 
 def load(path: str | os.PathLike) -> dict[str, Recipe]:
-    """The recipes of a JSON file ``{name: {"run": {...}, "published": ..., ...}}``."""
+    """The recipes of a JSON file ``{name: {"run": {...}, "published": ..., ...}}``.
+
+    Each value holds :class:`Recipe`'s fields, ``run`` as
+    :func:`~dynprune.harness.config.to_dict` writes a run configuration.
+
+    Args:
+      path: the recipes file (e.g. ``experiments/recipes.json``).
+
+    Returns:
+      ``{name: Recipe}`` in the file's order.
+
+    Raises:
+      ValueError: the file is not JSON, or a recipe has an unknown or missing field (the
+        message names the file and the recipe).
+      FileNotFoundError: there is no file at ``path``.
+
+    Examples:
+      >>> import json, os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "recipes.json")
+      >>> run = {"model": "origin_mlp", "prune": {"epochs": 1, "lr": 0.001}}
+      >>> with open(path, "w") as f:
+      ...     _ = f.write(json.dumps({"dense": {"run": run, "published": "2%", "target": "2%"}}))
+      >>> recipes = load(path)
+      >>> list(recipes), recipes["dense"].run.model, recipes["dense"].seeds
+      (['dense'], 'origin_mlp', 3)
+    """
     try:
         return {n: _parse(n, v) for n, v in json.loads(Path(path).read_text()).items()}
     except ValueError as err:
@@ -89,7 +127,8 @@ def _parse(name: str, values: Mapping[str, Any]) -> Recipe:
         raise ValueError(f"recipe {name!r}: {err}") from None
 
 
-PRE_PROTOCOL = None  # the mode of rows written before the protocol existed
+#: The ``mode`` of rows written before the protocol existed (they have none): ``None``.
+PRE_PROTOCOL = None
 
 # Two-sided 95% quantiles of Student's t, t_{0.975, df}, for df = 1 … 30.
 T_975 = (
@@ -102,8 +141,34 @@ T_975 = (
 def rows_of(
     rows: Sequence[Mapping[str, Any]], name: str, recipe: Recipe, *, mode: str | None = "final"
 ) -> list[Mapping[str, Any]]:
-    """The rows of recipe ``name`` in its current configuration and in ``mode``
-    (:data:`PRE_PROTOCOL` for rows without one), one per key."""
+    """The rows of recipe ``name`` in its current configuration and in ``mode``, one per key.
+
+    A row is the recipe's when its ``recipe`` is ``name``, its ``config`` equals
+    ``to_dict(recipe.run)`` (rows of earlier configurations are left out) and its ``mode``
+    is ``mode``; of rows sharing a ``key``, the first is kept.
+
+    Args:
+      rows: result rows (dicts with ``recipe``, ``config``, ``mode`` and ``key``), e.g. of
+        ``experiments/reproduce.py``'s results file.
+      name: the recipe's name.
+      recipe: the recipe (its current configuration).
+      mode: ``"final"`` (the default), ``"exploration"``, ``"unlocked"``, or
+        :data:`PRE_PROTOCOL` for rows without a mode.
+
+    Returns:
+      The matching rows, in their order.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig, to_dict
+      >>> recipe = Recipe(run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     published="2%", target="2%")
+      >>> row = {"recipe": "dense", "config": to_dict(recipe.run), "mode": "final", "key": "a"}
+      >>> old = {**row, "config": {**row["config"], "batch_size": 64}, "key": "b"}
+      >>> [r["key"] for r in rows_of([row, row, old], "dense", recipe)]
+      ['a']
+      >>> rows_of([row], "dense", recipe, mode="exploration")
+      []
+    """
     current = config_lib.to_dict(recipe.run)
     seen: set[str] = set()
     mine = []
@@ -120,11 +185,28 @@ def rows_of(
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, sample std s with ddof 1, half-width of the 95% t-interval t_{0.975, n−1}·s/√n).
+    """The mean, sample standard deviation and 95% t-interval half-width of ``values``.
+
+    For n values with mean x̄ and sample standard deviation s (ddof 1), the half-width is
+    h = t_{0.975, n−1} · s / √n, so the two-sided 95% interval of the mean is x̄ ± h.
+
+    Args:
+      values: 2 to 31 numbers (e.g. test errors over seeds).
+
+    Returns:
+      ``(mean, s, h)`` as floats.
+
+    Raises:
+      ValueError: fewer than 2 or more than 31 values (the table of t quantiles ends at 30
+        degrees of freedom).
 
     Examples:
       >>> [round(x, 4) for x in interval([1.0, 2.0, 3.0])]
       [2.0, 1.0, 2.4843]
+      >>> interval([1.0])
+      Traceback (most recent call last):
+      ...
+      ValueError: a t-interval needs 2 to 31 values, got 1
     """
     x = np.asarray(values, np.float64)
     if not 2 <= len(x) <= len(T_975) + 1:
@@ -134,10 +216,35 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def lock_problems(path: str | os.PathLike, name: str, seeds: range) -> list[str]:
-    """Why recipe ``name`` of the recipes file at ``path`` may not run in final mode now
-    (empty: it may): the recipe must be committed unchanged (its data equal to the committed
-    file's at ``HEAD``), the library must have no uncommitted changes, and ``seeds`` must lie
-    within the seeds the recipe declares."""
+    """Why recipe ``name`` of the recipes file at ``path`` may not run in final mode now.
+
+    Final mode (test error) is allowed when the recipe is committed unchanged (its data equal
+    to the committed file's at ``HEAD``), the library (``dynprune/``) has no uncommitted
+    changes to tracked files, and ``seeds`` lie within the seeds the recipe declares. Runs
+    ``git`` in the file's and the library's directories.
+
+    Args:
+      path: the recipes file.
+      name: a recipe in it.
+      seeds: the seeds to run, a ``range`` within ``range(recipe.seeds)``.
+
+    Returns:
+      One message per problem; empty: the recipe may run in final mode. A file outside a
+      git checkout gives that one problem.
+
+    Raises:
+      KeyError: ``path`` has no recipe ``name``.
+      ValueError: the recipes file is malformed (as :func:`load`).
+
+    Examples:
+      >>> import json, os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "recipes.json")
+      >>> run = {"model": "origin_mlp", "prune": {"epochs": 1, "lr": 0.001}}
+      >>> with open(path, "w") as f:
+      ...     _ = f.write(json.dumps({"dense": {"run": run, "published": "2%", "target": "2%"}}))
+      >>> [p.split(" is ")[1] for p in lock_problems(path, "dense", range(3))]
+      ['not in a git checkout: the recipe cannot be shown to be committed']
+    """
     path = Path(path).resolve()
     recipe = load(path)[name]
     problems = []
@@ -170,8 +277,27 @@ def lock_problems(path: str | os.PathLike, name: str, seeds: range) -> list[str]
 
 
 def protocol(recipe: Recipe) -> str:
-    """``"paper"`` if no phase of the recipe augments its images (the papers' protocol),
-    else ``"ours"`` (random ±shift-pixel translations in some phase)."""
+    """The recipe's data protocol: ``"paper"`` without augmentation, else ``"ours"``.
+
+    ``"ours"`` when the pretrain, prune or fine-tune phase or the SNIP ``init_masks`` batches
+    use random ±``shift``-pixel translations (``shift > 0``); ``"paper"`` (the papers'
+    protocol, comparable with their numbers) otherwise. The retrain phase is not looked at.
+
+    Args:
+      recipe: the recipe.
+
+    Returns:
+      ``"paper"`` or ``"ours"``.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> plain = Recipe(run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     published="2%", target="2%")
+      >>> shifted = Recipe(run=RunConfig(model="origin_mlp",
+      ...     prune=Phase(epochs=1, lr=1e-3, shift=1)), published="2%", target="2%")
+      >>> protocol(plain), protocol(shifted)
+      ('paper', 'ours')
+    """
     run = recipe.run
     phases = [run.pretrain, run.prune, run.finetune, run.init_masks]
     return "ours" if any(p is not None and p.shift for p in phases) else "paper"
@@ -185,6 +311,28 @@ def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float 
     ``"beats"`` if u < e_p, ``"meets"`` if ē <= e_p, ``"misses"`` otherwise — each only at a
     weights-only compression >= c_p (else ``"misses"``); ``"ours"`` for an augmented recipe
     (not comparable) and ``""`` without a published number.
+
+    Args:
+      recipe: the recipe (its ``published_error`` and ``published_compression``).
+      errors: test errors in percent, one per seed (1 to 31 of them).
+      weights_compression: the mean compression over the pruned weights alone, or ``None``
+        (unknown: ``"misses"`` when the recipe publishes a compression).
+
+    Returns:
+      ``"beats"``, ``"meets"``, ``"misses"``, ``"ours"`` or ``""``.
+
+    Raises:
+      ValueError: more than 31 errors (see :func:`interval`).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> recipe = Recipe(run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     published="1.59% at 12x", target="", published_error=1.59,
+      ...     published_compression=12.0)
+      >>> verdict(recipe, [1.5, 1.6], 50.0)  # mean 1.55 <= 1.59, but the interval reaches it
+      'meets'
+      >>> verdict(recipe, [1.50, 1.52, 1.51], 50.0), verdict(recipe, [1.5, 1.6], 10.0)
+      ('beats', 'misses')
     """
     if recipe.published_error is None:
         return ""
@@ -202,14 +350,42 @@ def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float 
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe]) -> str:
-    """Markdown table: per recipe (current configuration), its protocol (``paper``: no
-    augmentation; ``ours``: ±1 px shifts), test error over seeds — mean, sample std (ddof 1)
-    and the 95% t-interval — the change against its dense baseline (same net, same protocol;
-    points), the difference from the published error in test images (10,000 · Δ, negative:
-    fewer errors), the :func:`verdict`, the mean validation error, and compression over all
-    parameters and over the pruned weights alone (the papers' per-layer tables leave biases
-    out). Final rows only; a recipe without any shows its rows from before the protocol,
-    marked †."""
+    """The Markdown table comparing each recipe's final rows with its published result.
+
+    Per recipe (current configuration): its :func:`protocol` (``paper``: no augmentation;
+    ``ours``: random shifts), test error over seeds — mean, sample std (ddof 1) and the 95%
+    t-interval — the change against its dense baseline (same net, same protocol; points), the
+    difference from the published error in test images (10,000 · Δ, negative: fewer errors),
+    the :func:`verdict`, the mean validation error, compression over all parameters and over
+    the pruned weights alone (the papers' per-layer tables leave biases out), the number of
+    seeds and the mean wall time. Final rows only; a recipe without any shows its rows from
+    before the protocol, marked †; a recipe with neither is left out.
+
+    Args:
+      rows: result rows (:func:`rows_of` picks each recipe's), with ``test_error``,
+        ``val_error`` (fractions), ``compression``, ``weights_compression`` and ``wall_s``.
+      recipes: ``{name: Recipe}``, in the table's order.
+
+    Returns:
+      The table, a header line, a separator and one line per recipe shown, ending in a
+      newline.
+
+    Raises:
+      KeyError: a shown row lacks one of the fields above.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig, to_dict
+      >>> recipe = Recipe(run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     published="1.59% at 12x", target="", published_error=1.59,
+      ...     published_compression=12.0)
+      >>> rows = [{"recipe": "mlp", "config": to_dict(recipe.run), "mode": "final", "key": k,
+      ...     "test_error": e, "val_error": e, "compression": 40.0, "weights_compression": 50.0,
+      ...     "wall_s": 60.0} for k, e in [("a", 0.015), ("b", 0.016)]]
+      >>> line = format_table(rows, {"mlp": recipe}).splitlines()[2]
+      >>> print(line)  # doctest: +NORMALIZE_WHITESPACE
+      | `mlp` | paper | 1.59% at 12x | 1.55% ± 0.07 | 0.91–2.19% | – | -4 images | meets |
+        1.55% | 40.0x | 50.0x | 2 | 60 |
+    """
     lines = [
         "| recipe | protocol | published | test error (mean ± s) | 95% interval | vs dense "
         "| vs published | verdict | validation error | compression | weights only | seeds "
@@ -253,8 +429,27 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, whole
-    (readable as a file ``open(path, "w")`` would have made: mode 0o666 less the umask)."""
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, whole.
+
+    The text goes to a temporary file beside ``path``, which then replaces it
+    (:func:`os.replace`); the file gets the mode ``open(path, "w")`` would have given it,
+    0o666 less the umask. On any error the temporary file is removed and ``path`` is
+    untouched.
+
+    Args:
+      path: the file to write; its directory must exist.
+      text: the new contents.
+
+    Raises:
+      OSError: the directory does not exist or is not writable.
+
+    Examples:
+      >>> import os, pathlib, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "table.md")
+      >>> write_atomically(path, "| a |")
+      >>> pathlib.Path(path).read_text(), os.listdir(os.path.dirname(path))
+      ('| a |', ['table.md'])
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)

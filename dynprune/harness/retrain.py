@@ -47,7 +47,8 @@ __all__ = ["REPS", "fit", "reconstruct", "retrain", "speedups"]
 
 log = logging.getLogger(__name__)
 
-REPS = 30  # timed rounds of each latency comparison
+#: Timed rounds of each latency comparison (:func:`speedups`' default ``reps``).
+REPS = 30
 INFERENCE_BATCHES = (1, 256)
 
 
@@ -62,7 +63,36 @@ def reconstruct(
       example: an input batch of the model's input shape, e.g. ``np.zeros((1, 28, 28, 1))``.
 
     Returns:
-      :func:`dynprune.surgery.reconstruct`'s :class:`~dynprune.surgery.Reconstruction`.
+      :func:`dynprune.surgery.reconstruct`'s :class:`~dynprune.surgery.Reconstruction`
+      ``(params, apply, kept, architecture)``: ``apply(params, x)`` computes what the masked
+      model computes, up to float rounding.
+
+    Raises:
+      ValueError: the masks prune units that the model cannot lose (see
+        :func:`dynprune.surgery.reconstruct`).
+
+    Examples:
+      >>> import numpy as np, jax, optax, dynprune as dp
+      >>> from dynprune.harness import data, train
+      >>> from dynprune.harness.config import Phase
+      >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      >>> rng = np.random.default_rng(0)
+      >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
+      >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
+      ...     "fc2": {"kernel": normal(4, 10), "bias": normal(10)}}
+      >>> example = np.zeros((1, 28, 28, 1), np.float32)
+      >>> keep = np.array([True, True, False, False])  # hidden neurons 2 and 3 pruned
+      >>> masks = {"fc1": {"kernel": np.broadcast_to(keep, (784, 4)), "bias": keep},
+      ...     "fc2": {"kernel": None, "bias": None}}
+      >>> state = train.init_state(params, dp.prune(optax.sgd(0.1), dp.algorithms.fixed(masks)))
+      >>> small = reconstruct(apply_fn, state, example)
+      >>> small.architecture
+      '784-2'
+      >>> jax.tree.map(np.shape, small.params)  # doctest: +NORMALIZE_WHITESPACE
+      {'fc1': {'bias': (2,), 'kernel': (784, 2)},
+       'fc2': {'bias': (10,), 'kernel': (2, 10)}}
     """
     masks = dp.masks_of(state.opt_state)
     params = dp.masked_params(state.params, state.opt_state)
@@ -96,6 +126,32 @@ def fit(
     Returns:
       The trained parameters, and each epoch's per-step metrics (host ``{"loss",
       "accuracy"}`` dicts, as the harness's other phases record them).
+
+    Raises:
+      ValueError: ``batch_size`` exceeds the training examples.
+
+    Examples:
+      >>> import numpy as np, jax, optax, dynprune as dp
+      >>> from dynprune.harness import data, train
+      >>> from dynprune.harness.config import Phase
+      >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      >>> rng = np.random.default_rng(0)
+      >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
+      >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
+      ...     "fc2": {"kernel": normal(4, 10), "bias": normal(10)}}
+      >>> example = np.zeros((1, 28, 28, 1), np.float32)
+      >>> keep = np.array([True, True, False, False])  # hidden neurons 2 and 3 pruned
+      >>> masks = {"fc1": {"kernel": np.broadcast_to(keep, (784, 4)), "bias": keep},
+      ...     "fc2": {"kernel": None, "bias": None}}
+      >>> state = train.init_state(params, dp.prune(optax.sgd(0.1), dp.algorithms.fixed(masks)))
+      >>> tiny = data.Dataset(rng.integers(0, 256, (16, 28, 28, 1), np.uint8),
+      ...     rng.integers(0, 10, 16, np.int32))
+      >>> small = reconstruct(apply_fn, state, example)
+      >>> trained, epochs = fit(small, Phase(epochs=1, lr=1e-2), tiny, batch_size=8, seed=0)
+      >>> trained["fc1"]["kernel"].shape, len(epochs), len(epochs[0]), sorted(epochs[0][0])
+      ((784, 2), 1, 2, ['accuracy', 'loss'])
     """
     per_epoch = len(train_data.labels) // batch_size
     tx = make_optimizer(phase, phase.epochs * per_epoch)
@@ -139,11 +195,43 @@ def speedups(
       phase: the retrain phase (both train steps use its optimizer).
       batch: one training batch ``(images, labels)`` both train steps are timed on.
       validation: the inference batches are its first 1 and 256 images (zero-padded).
-      reps: timed rounds of each :func:`dynprune.stats.compare_latency`.
+      reps: timed rounds of each :func:`dynprune.stats.compare_latency` (≥ 1; default
+        :data:`REPS`).
 
     Returns:
       ``{"retrain_speedup": t_masked / t_reconstructed per train step,
       "inference_speedup": {"1": ..., "256": ...}}`` (> 1: the reconstruction is faster).
+      Medians of measured times: they vary from call to call.
+
+    Raises:
+      ValueError: ``reps`` < 1.
+
+    Examples:
+      Three comparisons, each compiled and timed (seconds on a CPU):
+
+      >>> import numpy as np, jax, optax, dynprune as dp
+      >>> from dynprune.harness import data, train
+      >>> from dynprune.harness.config import Phase
+      >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      >>> rng = np.random.default_rng(0)
+      >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
+      >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
+      ...     "fc2": {"kernel": normal(4, 10), "bias": normal(10)}}
+      >>> example = np.zeros((1, 28, 28, 1), np.float32)
+      >>> keep = np.array([True, True, False, False])  # hidden neurons 2 and 3 pruned
+      >>> masks = {"fc1": {"kernel": np.broadcast_to(keep, (784, 4)), "bias": keep},
+      ...     "fc2": {"kernel": None, "bias": None}}
+      >>> state = train.init_state(params, dp.prune(optax.sgd(0.1), dp.algorithms.fixed(masks)))
+      >>> tiny = data.Dataset(rng.integers(0, 256, (16, 28, 28, 1), np.uint8),
+      ...     rng.integers(0, 10, 16, np.int32))
+      >>> small = reconstruct(apply_fn, state, example)
+      >>> batch = next(data.batches(tiny, 8, seed=0, epoch=0))
+      >>> out = speedups(apply_fn, state, small, Phase(epochs=1, lr=1e-2), batch, tiny,
+      ...     reps=3)  # doctest: +SKIP
+      >>> sorted(out), sorted(out["inference_speedup"])  # doctest: +SKIP
+      (['inference_speedup', 'retrain_speedup'], ['1', '256'])
     """
     masks = dp.masks_of(state.opt_state)
     masked = dp.masked_params(state.params, state.opt_state)
@@ -206,6 +294,40 @@ def retrain(
       any retraining: equal to the masked model's up to float rounding), ``retrain_speedup``,
       ``inference_speedup`` (see the module docstring), and the retrained model's
       ``val_error`` (and ``test_error`` if ``test``) — and each epoch's step metrics.
+
+    Raises:
+      ValueError: the masks prune units that the model cannot lose
+        (:func:`dynprune.surgery.reconstruct`), or ``batch_size`` exceeds the training
+        examples.
+
+    Examples:
+      It compiles, times (:data:`REPS` rounds) and trains: seconds on a CPU.
+
+      >>> import numpy as np, jax, optax, dynprune as dp
+      >>> from dynprune.harness import data, train
+      >>> from dynprune.harness.config import Phase
+      >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      >>> rng = np.random.default_rng(0)
+      >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
+      >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
+      ...     "fc2": {"kernel": normal(4, 10), "bias": normal(10)}}
+      >>> example = np.zeros((1, 28, 28, 1), np.float32)
+      >>> keep = np.array([True, True, False, False])  # hidden neurons 2 and 3 pruned
+      >>> masks = {"fc1": {"kernel": np.broadcast_to(keep, (784, 4)), "bias": keep},
+      ...     "fc2": {"kernel": None, "bias": None}}
+      >>> state = train.init_state(params, dp.prune(optax.sgd(0.1), dp.algorithms.fixed(masks)))
+      >>> tiny = data.Dataset(rng.integers(0, 256, (16, 28, 28, 1), np.uint8),
+      ...     rng.integers(0, 10, 16, np.int32))
+      >>> splits = {"train": tiny, "validation": tiny, "test": tiny}
+      >>> row, epochs = retrain(apply_fn, state, Phase(epochs=1, lr=1e-2), splits, batch_size=8,
+      ...     seed=0, test=True, example=example, eval_batch=8)  # doctest: +SKIP
+      >>> row["architecture"], row["reconstructed_params"]  # doctest: +SKIP
+      ('784-2', 1600)
+      >>> sorted(row)  # doctest: +SKIP, +NORMALIZE_WHITESPACE
+      ['architecture', 'inference_speedup', 'reconstructed_macs', 'reconstructed_params',
+       'reconstructed_val_error', 'retrain_speedup', 'test_error', 'val_error']
     """
     small = reconstruct(apply_fn, state, example)
     log.info("retraining the reconstructed model %s", small.architecture)

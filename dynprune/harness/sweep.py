@@ -49,12 +49,17 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One method of a sweep.
+    """One method of a sweep: a pruner spec and the argument it sweeps.
 
     Attributes:
       pruner: the pruner spec without its knob (``{"algorithm": ..., **fixed arguments}``).
-      knob: the argument swept.
+      knob: the argument swept (``target`` for GMP / RigL / one-shot, ``c`` for DNS, …).
       values: the knob's values (any JSON values: a float, a per-layer dict, …).
+
+    Examples:
+      >>> gmp = Method({"algorithm": "gmp", "begin": 0.1, "end": 0.7}, "target", (0.9, 0.95))
+      >>> [{**gmp.pruner, gmp.knob: v}["target"] for v in gmp.values]
+      [0.9, 0.95]
     """
 
     pruner: Mapping[str, Any]
@@ -66,8 +71,26 @@ class Method:
 class SweepConfig:
     """A sweep: a base run, its methods, and how many seeds (0 … seeds − 1) each point gets.
 
-    ``published`` optionally maps a label to ``[error %, compression]`` points drawn in the
-    plot for comparison; ``out`` names the default results file (in the results directory).
+    Read from JSON by :func:`load`; :func:`expand` turns it into its points.
+
+    Attributes:
+      run: the base run configuration; each point sets its prune phase's pruner.
+      methods: ``{name: Method}``, at least one.
+      seeds: seeds per point, 0 … seeds − 1 (default 1).
+      description: one line on the sweep (default ``""``).
+      published: ``{label: [error %, compression]}`` points drawn in the plot for comparison
+        (default: none).
+      out: the default results file's name, in the results directory (default ``None``:
+        the config file's name with ``.jsonl``).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> config = SweepConfig(
+      ...     run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     methods={"one_shot": Method({"algorithm": "one_shot"}, "target", (0.5, 0.9))},
+      ...     seeds=2)
+      >>> len(expand(config))  # 2 values × 2 seeds
+      4
     """
 
     run: RunConfig
@@ -79,7 +102,24 @@ class SweepConfig:
 
 
 class Point(NamedTuple):
-    """One run of a sweep: its method, knob value, seed, configuration and swept fields."""
+    """One run of a sweep: its method, knob value, seed, configuration and swept fields.
+
+    Attributes:
+      method: the method's name in :attr:`SweepConfig.methods`.
+      target: the knob's value for this run (whatever the knob is: a target, DNS's ``c``, …).
+      seed: the run's seed.
+      config: the full run configuration, pruner spec included.
+      swept: the overridden fields swept by :func:`expand`, ``{key: value}`` (empty without
+        overrides of several values).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> spec = {"algorithm": "one_shot", "target": 0.9}
+      >>> point = Point("one_shot", 0.9, 0,
+      ...     RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3, pruner=spec)), {})
+      >>> point.method, point.target, point.config.method
+      ('one_shot', 0.9, 'one_shot')
+    """
 
     method: str
     target: Any
@@ -89,7 +129,38 @@ class Point(NamedTuple):
 
 
 def load(path: str | Path) -> SweepConfig:
-    """Read a sweep config from JSON; malformed configs raise ``ValueError`` naming the field."""
+    """Read a sweep config from JSON.
+
+    The file holds ``{"run": {...}, "methods": {name: {"pruner": {...}, "knob": ...,
+    "values": [...]}}, "seeds": ..., "description": ..., "published": ..., "out": ...}``;
+    ``run`` as :func:`~dynprune.harness.config.to_dict` writes a run configuration (see the
+    module docstring).
+
+    Args:
+      path: the sweep config file.
+
+    Returns:
+      The :class:`SweepConfig`.
+
+    Raises:
+      ValueError: an unknown top-level field, a method without exactly ``pruner``, ``knob``
+        and ``values`` or whose pruner has no ``algorithm``, no methods, or a malformed
+        ``run`` (the message names the field).
+      KeyError: the file has no ``run``.
+      FileNotFoundError: there is no file at ``path``.
+
+    Examples:
+      >>> import json, os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "tiny.json")
+      >>> with open(path, "w") as f:
+      ...     _ = f.write(json.dumps({
+      ...         "run": {"model": "origin_mlp", "prune": {"epochs": 1, "lr": 0.001}},
+      ...         "methods": {"gmp": {"pruner": {"algorithm": "gmp", "begin": 0.1, "end": 0.7},
+      ...                             "knob": "target", "values": [0.5, 0.9]}}}))
+      >>> sweep = load(path)
+      >>> sweep.seeds, sweep.methods["gmp"].values
+      (1, (0.5, 0.9))
+    """
     values = json.loads(Path(path).read_text())
     valid = {f.name for f in dataclasses.fields(SweepConfig)}
     unknown = sorted(set(values) - valid)
@@ -145,8 +216,36 @@ def expand(
     values swept); ``"<method>.<argument>"`` for one method. Several values sweep the field:
     the grid is their product × methods × knob values × seeds.
 
+    The order: methods (in the config's order, or ``"method"``'s), then the product of the
+    overrides' values, then knob values, then seeds.
+
+    Args:
+      sweep: the sweep config.
+      overrides: ``{key: values}`` as above (default: none).
+      seeds: seeds per point, 0 … seeds − 1 (default: ``sweep.seeds``).
+
+    Returns:
+      The :class:`Point` s; a point's ``swept`` holds the overridden keys' values (a
+      method's own overrides as ``"<method>.<argument>"``).
+
     Raises:
       ValueError: an unknown method, field or argument, listing the valid ones.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> sweep = SweepConfig(
+      ...     run=RunConfig(model="origin_mlp", prune=Phase(epochs=1, lr=1e-3)),
+      ...     methods={"gmp": Method({"algorithm": "gmp", "begin": 0.1, "end": 0.7}, "target",
+      ...                            (0.5, 0.9))})
+      >>> [(p.target, p.seed) for p in expand(sweep, seeds=2)]
+      [(0.5, 0), (0.5, 1), (0.9, 0), (0.9, 1)]
+      >>> points = expand(sweep, {"prune.epochs": [1, 2], "gmp.every": [10]})
+      >>> [(p.swept["prune.epochs"], p.target, p.config.prune.pruner["every"]) for p in points]
+      [(1, 0.5, 10), (1, 0.9, 10), (2, 0.5, 10), (2, 0.9, 10)]
+      >>> expand(sweep, {"method": ["dns"]})
+      Traceback (most recent call last):
+      ...
+      ValueError: unknown method(s) ['dns']; this sweep has ['gmp']
     """
     overrides = dict(overrides or {})
     methods = dict(sweep.methods)
@@ -235,8 +334,29 @@ def _arguments(methods: Mapping[str, Method]) -> list[str]:
 
 
 def shard(points: Sequence[Point], spec: str) -> list[Point]:
-    """The ``I``-th of ``N`` disjoint slices (``spec`` = ``"I/N"``, 0 ≤ I < N) of ``points``;
-    together the N slices are all the points, each once."""
+    """The ``I``-th of ``N`` disjoint slices of ``points``: every N-th, starting at I.
+
+    Together the N slices are all the points, each once; slicing with a stride (not in
+    blocks) spreads a grid's cheap and dear points over the shards.
+
+    Args:
+      points: the points (e.g. :func:`expand`'s).
+      spec: ``"I/N"`` with integers 0 ≤ I < N.
+
+    Returns:
+      ``points[I::N]`` as a list.
+
+    Raises:
+      ValueError: ``spec`` is not ``"I/N"`` with integers 0 ≤ I < N.
+
+    Examples:
+      >>> shard(["a", "b", "c", "d", "e"], "1/2")
+      ['b', 'd']
+      >>> shard(["a"], "2/2")
+      Traceback (most recent call last):
+      ...
+      ValueError: --shard must be I/N with 0 <= I < N, got '2/2'
+    """
     try:
         i, n = (int(x) for x in spec.split("/"))
     except ValueError:
@@ -247,7 +367,21 @@ def shard(points: Sequence[Point], spec: str) -> list[Point]:
 
 
 def label(value: Any) -> str:
-    """A short label of a knob value: ``0.9``; ``fc1=5.7,fc2=4.4,default=1`` for a dict."""
+    """A short label of a knob value, for tables and plots.
+
+    A float as ``%g``; a mapping as ``key=label`` pairs sorted by key with ``default`` last;
+    a string as itself; anything else as compact JSON.
+
+    Args:
+      value: a knob value (a JSON value).
+
+    Returns:
+      The label.
+
+    Examples:
+      >>> label(0.9), label({"fc2": 4.4, "default": 1.0, "fc1": 5.7}), label([1, 2])
+      ('0.9', 'fc1=5.7,fc2=4.4,default=1', '[1, 2]')
+    """
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, Mapping):
@@ -257,7 +391,28 @@ def label(value: Any) -> str:
 
 
 class Summary(NamedTuple):
-    """One line of the sweep table: a method at one knob value (and swept fields), over seeds."""
+    """One line of the sweep table: a method at one knob value (and swept fields), over seeds.
+
+    Attributes:
+      method: the method's name.
+      target: the knob value's :func:`label`.
+      swept: the swept fields' :func:`label` (``""`` without).
+      seeds: how many rows (seeds) it summarises.
+      val_error: mean validation error in percent.
+      val_error_std: its sample standard deviation over seeds (ddof 1; 0 for one seed).
+      test_error: mean test error in percent, or ``None`` unless every row has one.
+      sparsity: mean sparsity, a fraction.
+      compression: mean compression (``inf`` when a row kept nothing).
+      wall_s: mean wall seconds per run.
+      diverged: how many of the rows diverged.
+
+    Examples:
+      >>> row = {"method": "gmp", "target": 0.9, "val_error": 0.02, "sparsity": 0.9,
+      ...     "compression": 10.0, "wall_s": 3.0}
+      >>> line = summarise([row])[0]
+      >>> line.target, line.val_error, line.test_error
+      ('0.9', 2.0, None)
+    """
 
     method: str
     target: str
@@ -273,8 +428,31 @@ class Summary(NamedTuple):
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[Summary]:
-    """Per (method, knob value, swept fields): means over seeds (the sample std, ddof 1; 0 for
-    one seed) and how many of the seeds diverged."""
+    """Per (method, knob value, swept fields): means over seeds and how many diverged.
+
+    Rows are grouped by ``method`` and the :func:`label` of ``target`` and ``swept``; each
+    group gives a :class:`Summary` of means over its rows, with the sample std of the
+    validation error (ddof 1; 0 for one seed).
+
+    Args:
+      rows: result rows with ``method``, ``target``, ``val_error``, ``sparsity``,
+        ``compression`` (``None``: nothing kept) and ``wall_s``; optionally ``swept``,
+        ``test_error`` and ``status``.
+
+    Returns:
+      The summaries sorted by method, swept fields and compression.
+
+    Raises:
+      KeyError: a row lacks a required field.
+
+    Examples:
+      >>> rows = [{"method": "gmp", "target": 0.9, "val_error": e, "sparsity": 0.9,
+      ...     "compression": 10.0, "wall_s": 4.0, "status": s}
+      ...     for e, s in [(0.02, "ok"), (0.03, "diverged")]]
+      >>> [line] = summarise(rows)
+      >>> line.seeds, round(line.val_error, 2), round(line.val_error_std, 3), line.diverged
+      (2, 2.5, 0.707, 1)
+    """
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         key = (row["method"], label(row["target"]), label(row.get("swept") or {}))
@@ -307,7 +485,24 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[Summary]:
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
-    """A fixed-width table of :func:`summarise`'s lines."""
+    """A fixed-width table of :func:`summarise`'s lines.
+
+    Columns: method, knob value (with the swept fields), seeds, validation error in percent
+    (mean ± std), test error in percent (only when some line has one), sparsity, compression
+    and wall seconds per run; a line notes how many of its seeds diverged.
+
+    Args:
+      summaries: :func:`summarise`'s lines, in the table's order.
+
+    Returns:
+      The table: a header line, a rule, one line per summary (no final newline).
+
+    Examples:
+      >>> rows = [{"method": "gmp", "target": 0.9, "val_error": e, "sparsity": 0.9,
+      ...     "compression": 10.0, "wall_s": 4.0} for e in (0.02, 0.03)]
+      >>> print(format_table(summarise(rows)).splitlines()[2])  # doctest: +NORMALIZE_WHITESPACE
+      gmp 0.9 2 2.50 ± 0.71 90.00% 10.0x 4
+    """
     tests = any(s.test_error is not None for s in summaries)
     header = f"{'method':<10} {'target':<34} {'seeds':>5} {'val error %':>14} "
     header += f"{'test err %':>10} " if tests else ""
@@ -331,8 +526,30 @@ def plot(
     title: str = "",
     published: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
-    """Validation error (mean ± std over seeds) against compression, one line per method;
-    published points as stars. Writes a PNG and returns its path."""
+    """Plot validation error (mean ± std over seeds) against compression, one line per method.
+
+    One line per (method, swept fields), its points sorted by compression; ``published``
+    points are drawn as stars. The compression axis is logarithmic when every compression is
+    finite and positive. Uses matplotlib's ``Agg`` backend (no display).
+
+    Args:
+      summaries: :func:`summarise`'s lines.
+      path: the PNG to write (its directory is created).
+      title: the plot's title (default: none).
+      published: ``{label: [error %, compression]}`` (default: none).
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+
+    Examples:
+      >>> import os, tempfile
+      >>> rows = [{"method": "gmp", "target": t, "val_error": e, "sparsity": t,
+      ...     "compression": 1 / (1 - t), "wall_s": 4.0} for t, e in [(0.5, 0.02), (0.9, 0.03)]]
+      >>> path = plot(summarise(rows), os.path.join(tempfile.mkdtemp(), "sweep", "gmp.png"),
+      ...     title="gmp", published={"Han et al. 2015": [1.59, 12.0]})
+      >>> path.name, path.stat().st_size > 0
+      ('gmp.png', True)
+    """
     import matplotlib
     import matplotlib.ticker
 

@@ -30,12 +30,32 @@ __all__ = ["choose_backend", "initialize_distributed", "make_mesh", "quick", "ru
 
 log = logging.getLogger(__name__)
 
+#: Images per split in smoke mode (:func:`quick`).
 QUICK_EXAMPLES = 2048
 PLATFORMS = ("cpu", "gpu", "tpu")
 
 
 def quick(config: config_lib.RunConfig) -> config_lib.RunConfig:
-    """Smoke mode: every phase 1 epoch (0 stays 0), every split its first 2,048 images."""
+    """Smoke mode: the pretrain, prune and fine-tune phases at most 1 epoch, splits cut short.
+
+    Each of those phases runs ``min(epochs, 1)`` epochs (0 stays 0), and every split is cut
+    to its first :data:`QUICK_EXAMPLES` (2,048) images (replacing ``config.examples``, even a
+    smaller one). The ``retrain`` phase keeps its epochs.
+
+    Args:
+      config: the run configuration.
+
+    Returns:
+      The shortened configuration (a new one; ``config`` is unchanged).
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig
+      >>> config = RunConfig(model="origin_mlp", prune=Phase(epochs=20, lr=1e-3),
+      ...     finetune=Phase(epochs=0, lr=1e-4))
+      >>> smoke = quick(config)
+      >>> smoke.prune.epochs, smoke.finetune.epochs, smoke.examples
+      (1, 0, 2048)
+    """
     shrink = lambda p: None if p is None else dataclasses.replace(p, epochs=min(p.epochs, 1))
     return dataclasses.replace(
         config,
@@ -47,7 +67,27 @@ def quick(config: config_lib.RunConfig) -> config_lib.RunConfig:
 
 
 def choose_backend(backend: str | None) -> str:
-    """Make ``backend`` JAX's default platform; an absent one is an error naming those present."""
+    """Make ``backend`` JAX's default platform (its first device becomes the default device).
+
+    Args:
+      backend: a JAX platform name (``"cpu"``, ``"gpu"``, ``"tpu"``), or ``None``: leave
+        JAX's default as it is.
+
+    Returns:
+      The platform now in use: ``backend``, or :func:`jax.default_backend` for ``None``.
+
+    Raises:
+      ValueError: the platform is not available here (the message names those that are).
+
+    Examples:
+      >>> import jax
+      >>> choose_backend(None) == jax.default_backend()
+      True
+      >>> choose_backend("nonesuch")  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: backend 'nonesuch' is not available here; available: ...cpu...
+    """
     if backend is None:
         return jax.default_backend()
     try:
@@ -70,11 +110,31 @@ def choose_backend(backend: str | None) -> str:
 def initialize_distributed(
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
 ) -> None:
-    """Join JAX's multi-controller runtime, so that ``jax.devices()`` is every process's
-    devices (``jax.distributed.initialize``; with no arguments it reads them from the cluster
-    environment, e.g. SLURM). Cross-process collectives on CPU go through gloo. Call it
+    """Join JAX's multi-controller runtime, so that ``jax.devices()`` is every process's devices.
+
+    Calls :func:`jax.distributed.initialize`; with no arguments it reads them from the cluster
+    environment (e.g. SLURM). Cross-process collectives on CPU go through gloo. Call it
     before anything else touches JAX; every process then runs the same sweep, and process 0
-    writes the rows."""
+    writes the rows.
+
+    Args:
+      coordinator: the coordinator's ``"host:port"`` (process 0's); default: from the
+        cluster environment.
+      num_processes: how many processes take part; default: from the environment.
+      process_id: this process's index in [0, num_processes); default: from the environment.
+
+    Raises:
+      RuntimeError: JAX's backends are already initialised, or the runtime cannot start
+        (as :func:`jax.distributed.initialize` raises).
+
+    Examples:
+      Two processes on one machine; each runs this with its own ``process_id``:
+
+      >>> initialize_distributed("localhost:12355", num_processes=2,
+      ...     process_id=0)  # doctest: +SKIP
+      >>> import jax; jax.process_count()  # doctest: +SKIP
+      2
+    """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
@@ -82,7 +142,31 @@ def initialize_distributed(
 
 
 def make_mesh(devices: str | None, backend: str) -> jax.sharding.Mesh | None:
-    """A 1-D mesh ``("points",)`` over ``"all"`` or the first N devices of ``backend``."""
+    """A 1-D mesh with axis ``"points"`` over ``"all"`` or the first N devices of ``backend``.
+
+    :func:`dynprune.harness.experiment.run_points` shards the K points of a program over it.
+
+    Args:
+      devices: ``"all"``, a count N as a string (1 ≤ N ≤ the devices present), or ``None``:
+        no mesh.
+      backend: the platform whose devices are used (e.g. ``"cpu"``).
+
+    Returns:
+      The :class:`jax.sharding.Mesh`, or ``None`` for ``devices=None``.
+
+    Raises:
+      ValueError: ``devices`` is neither ``"all"`` nor an integer, or N is out of range.
+
+    Examples:
+      >>> make_mesh(None, "cpu") is None
+      True
+      >>> dict(make_mesh("1", "cpu").shape)
+      {'points': 1}
+      >>> make_mesh("x", "cpu")
+      Traceback (most recent call last):
+      ...
+      ValueError: --devices takes 'all' or a count, got 'x'
+    """
     if devices is None:
         return None
     available = jax.devices(backend)
@@ -119,6 +203,12 @@ def run_sweep(
     """Run the sweep config at ``path``; returns the summary (the command's last JSON line)
     plus ``"table"``, the printed table.
 
+    The grid (:func:`dynprune.harness.sweep.expand`) less the rows already in ``out`` is run
+    group by group (:func:`~dynprune.harness.experiment.group_key`), ``vmap`` points per
+    program (a last short chunk is padded by repeating its last point, so every program has
+    one shape); each row is appended to ``out`` as soon as it is done, then the whole sweep's
+    rows are summarised, tabled and plotted.
+
     Args:
       path: a sweep config (JSON, :func:`dynprune.harness.sweep.load`).
       overrides: ``{key: values}`` (see :func:`dynprune.harness.sweep.expand`).
@@ -142,8 +232,33 @@ def run_sweep(
     Returns:
       ``process`` (this process's index; 0 writes the rows), ``runs`` (written now),
       ``skipped`` (already in ``out``), ``rows`` (the sweep's rows in ``out``), ``compiles``
-      (the most train-step compilations of any group and phase), ``out``, ``plot``,
-      ``wall_s``, ``table``.
+      (the most train-step compilations of any group and phase), ``out``, ``plot`` (``None``
+      when there are no rows or this process does not write), ``wall_s``, ``table``.
+
+    Raises:
+      ValueError: a malformed sweep config or override, an unavailable backend, a bad
+        ``devices`` or ``shard``, or ``vmap`` not a multiple of the device count.
+      dynprune.harness.data.DatasetNotFoundError: the dataset is not prepared under
+        ``data_dir``.
+
+    Examples:
+      A smoke run of a one-point sweep (it loads MNIST from ``data_dir`` and trains):
+
+      >>> import json, os, tempfile
+      >>> root = tempfile.mkdtemp()
+      >>> path = os.path.join(root, "tiny.json")
+      >>> with open(path, "w") as f:
+      ...     _ = f.write(json.dumps({
+      ...         "run": {"model": "origin_mlp", "prune": {"epochs": 1, "lr": 0.001}},
+      ...         "methods": {"one_shot": {"pruner": {"algorithm": "one_shot"},
+      ...                                  "knob": "target", "values": [0.5]}}}))
+      >>> summary = run_sweep(path, results_dir=root, quick_mode=True,
+      ...     progress=False)  # doctest: +SKIP
+      >>> summary["runs"], summary["skipped"], summary["rows"]  # doctest: +SKIP
+      (1, 0, 1)
+      >>> run_sweep(path, results_dir=root, quick_mode=True,
+      ...     progress=False)["skipped"]  # doctest: +SKIP
+      1
     """
     start = time.perf_counter()
     platform = choose_backend(backend)
