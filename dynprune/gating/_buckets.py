@@ -177,7 +177,9 @@ class BucketRunner:
     ) -> tuple[jax.Array, tuple[Gates, ...], jax.Array]:
         h, gates = self.model.apply({"params": params}, x, density, method=GatedCNN.gates)
         bucket = [
-            jnp.searchsorted(jnp.asarray(allowed), g.kept.sum(axis=-1, dtype=jnp.int32))
+            jnp.searchsorted(
+                jnp.asarray(allowed), g.kept.sum(axis=-1, dtype=jnp.int32), method="compare_all"
+            )
             for allowed, g in zip(self.widths, gates, strict=True)
         ]
         return h, gates, jnp.stack(bucket, axis=-1).astype(jnp.int32)

@@ -314,7 +314,7 @@ def prefix_gate(
     width = jnp.clip(width, 1, channels)
     if buckets is not None:
         allowed = jnp.asarray(bucket_widths(check_buckets(buckets), channels), width.dtype)
-        width = allowed[jnp.searchsorted(allowed, width)]
+        width = allowed[jnp.searchsorted(allowed, width, method="compare_all")]
     index = jnp.arange(channels).reshape((1,) * (saliency.ndim - 1) + (channels,))
     return index < width[..., None]
 
