@@ -22,7 +22,22 @@ __all__ = ["erk", "override", "uniform"]
 
 
 def uniform(scored: PyTree, sparsity: Any) -> PyTree:
-    """Every scored leaf gets the same sparsity s_l = s."""
+    """Every scored leaf gets the same sparsity: s_l = s.
+
+    Args:
+      scored: a tree with an array on each leaf to prune and ``None`` elsewhere (a
+        score or mask tree, or ``dp.tree.select(params)``); only the structure is read.
+      sparsity: s, the target sparsity in [0, 1] (may be traced).
+
+    Returns:
+      A tree with a float32 scalar s on every scored leaf and ``None`` elsewhere.
+
+    Examples:
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> scored = {"a": {"kernel": jnp.ones((4, 4)), "bias": None}}
+      >>> dp.distributions.uniform(scored, 0.5)["a"]["kernel"].item()
+      0.5
+    """
     return tree_lib.map_scored(lambda path, x: jnp.asarray(sparsity, jnp.float32), scored)
 
 
@@ -36,8 +51,38 @@ def erk(scored: PyTree, sparsity: Any, *, power_scale: float = 1.0) -> PyTree:
     and ε is solved again for the rest, as in the authors' code (a fixed number of passes,
     one per leaf, so a traced ``sparsity`` works).
 
+    Small leaves (few weights per unit of fan-in plus fan-out: a first conv layer on RGB
+    input, a classifier head) get low sparsity, large ones high sparsity; leaves whose
+    density would exceed 1 are left dense (s_l = 0), which happens more often the lower
+    the target, and the remaining leaves are made sparser so that the model-level
+    sparsity over the scored leaves is still s.
+
+    Args:
+      scored: a tree with an array on each leaf to prune and ``None`` elsewhere; only
+        the shapes are read.
+      sparsity: s, the model-level target sparsity in [0, 1] (may be traced).
+      power_scale: exponent of the raw density (default 1.0, as in the paper; 0 gives
+        every leaf the same sparsity s, as :func:`uniform` does).
+
+    Returns:
+      A tree with a float32 scalar s_l = 1 − d_l on every scored leaf and ``None``
+      elsewhere.
+
+    Examples:
+      At 50%, the 4 x 4 leaf would need density 7.6, so it stays dense and the large
+      leaf carries the whole budget:
+
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> scored = {"small": jnp.ones((4, 4)), "large": jnp.ones((64, 64)), "bias": None}
+      >>> s = dp.distributions.erk(scored, 0.5)
+      >>> round(s["small"].item(), 4), round(s["large"].item(), 4)
+      (0.0, 0.502)
+
     References:
-      Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+      Evci, Gale, Menick, Castro & Elsen, "Rigging the Lottery: Making All Tickets
+      Winners", ICML 2020.
+      Mocanu et al., "Scalable training of artificial neural networks with adaptive
+      sparse connectivity inspired by network science", Nature Communications 2018.
     """
     leaves = tree_lib.scored_leaves(scored)
     if not leaves:
@@ -67,7 +112,26 @@ def erk(scored: PyTree, sparsity: Any, *, power_scale: float = 1.0) -> PyTree:
 def override(sparsities: PyTree, rules: dict[str, Any]) -> PyTree:
     """Replace the sparsity of leaves whose path matches a regex in ``rules`` (first match).
 
-    Examples: keep the first layer dense with ``override(s, {"conv1": 0.0})``.
+    s_l = v for the first ``(pattern, v)`` of ``rules`` whose pattern ``re.search``-es
+    leaf l's path (e.g. ``"conv1/kernel"``); other leaves keep their s_l. The other
+    leaves do not compensate, so the model-level sparsity changes.
+
+    Args:
+      sparsities: a per-leaf sparsity tree (from :func:`uniform` or :func:`erk`).
+      rules: ``{regex: sparsity}``, sparsities in [0, 1] (not checked here; the
+        algorithms check them), tried in order.
+
+    Returns:
+      The tree with the matching leaves' sparsities replaced (as float32).
+
+    Examples:
+      Keep the first layer dense:
+
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> scored = {"conv1": {"kernel": jnp.ones((3, 3, 3, 8))}, "fc": {"kernel": jnp.ones((8, 2))}}
+      >>> s = dp.distributions.override(dp.distributions.uniform(scored, 0.9), {"conv1": 0.0})
+      >>> s["conv1"]["kernel"].item(), round(s["fc"]["kernel"].item(), 2)
+      (0.0, 0.9)
     """
     compiled = [(re.compile(k), v) for k, v in rules.items()]
 

@@ -14,7 +14,31 @@ from dynprune.pruner import Pruner
 
 
 def fixed(masks: Any) -> Pruner:
-    """Keep ``masks`` (a bool tree with the structure of the params, ``None`` = unpruned)."""
+    """A pruner that keeps the given ``masks`` for the whole run (hard mode).
+
+    The masks are installed by ``tx.init`` and never recomputed: pruned weights are
+    exactly 0.0 after every step and get no optimizer state (their moments stay 0).
+
+    Args:
+      masks: a bool tree with the structure of the params (True = kept), ``None`` on
+        leaves that are not pruned; a mask may be any shape that broadcasts to its leaf
+        (e.g. neuron-shaped). Typically from :func:`dynprune.prune_now`,
+        :func:`dynprune.algorithms.snip_masks` or ``dp.masks_of(state)`` of an earlier
+        run (a ticket).
+
+    Returns:
+      A hard-mode :class:`dynprune.pruner.Pruner` with no hyperparameters.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]]), "bias": jnp.zeros(2)}}
+      >>> masks = {"fc": {"kernel": jnp.array([[True, False], [False, True]]), "bias": None}}
+      >>> tx = dp.prune(optax.sgd(0.5), dp.algorithms.fixed(masks))
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+      >>> dp.apply_updates(params, updates, state)["fc"]["kernel"].tolist()
+      [[0.5, 0.0], [0.0, 3.5]]
+    """
 
     def init(params: Any, hp: Any, key: jax.Array) -> tuple[Any, Any]:
         del params, hp, key

@@ -94,11 +94,18 @@ def scheduled(
         hyperparameter (see :func:`target_ramp`).
       cadence: ``step -> bool``: recompute the masks at this step?
       hyperparams: the numeric hyperparameters ``schedule`` reads (e.g. ``{"target": 0.9}``).
-      filter: which leaves to prune (default: kernels).
-      scope: ``"layer"``: s_t per leaf, split by ``distribution``; ``"global"``: one
-        ranking spans all leaves.
-      distribution: ``"uniform"`` or ``"erk"`` (layer scope only).
-      overrides: ``{regex: sparsity}`` for matching leaves (layer scope only).
+      filter: which leaves to prune; default :func:`dynprune.tree.kernels`: floating
+        leaves with ndim >= 2 (Dense and conv kernels; not biases or norm scales).
+        With ``structured``, select kernels only: biases follow their neurons.
+      scope: ``"layer"`` (default): s_t per leaf, split by ``distribution``;
+        ``"global"``: one ranking spans all leaves.
+      distribution: ``"uniform"`` (default; every leaf at s_t) or ``"erk"``
+        (Erdős–Rényi-Kernel with model-level s_t: small leaves pruned less, those whose
+        density would exceed 1 left dense, the rest pruned more to make up;
+        :func:`dynprune.distributions.erk`). Layer scope only.
+      overrides: ``{regex: sparsity}``: matching leaves (first match) get that fixed
+        sparsity at every update instead of their share of s_t (not ramped, and not made
+        up by the other leaves). Layer scope only.
       structured: remove whole output neurons (kernel columns and their biases) instead
         of single weights.
       soft: keep dense weights and mask only the forward pass (see :class:`Pruner`).

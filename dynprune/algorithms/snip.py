@@ -29,7 +29,47 @@ from dynprune.pruner import Pruner, PyTree, Scope
 def snip(
     target: float, at: int = 0, *, scope: Scope = "global", filter: tree_lib.Filter | None = None
 ) -> Pruner:
-    """Keep the top (1 − ``target``) connections by |w · g| at step ``at``."""
+    """Keep the top (1 − ``target``) connections by |w · g| at step ``at``.
+
+    Rule: at step ``at`` only, with w the weights and g the gradient passed to
+    ``tx.update`` (that step's mini-batch), score s_j = |w_j · g_j| and keep the top
+    (1 − ``target``) (exactly round(target · n) go), ranked over all pruned leaves by
+    default. The mask then stays fixed and the survivors train; hard mode: pruned weights
+    are exactly 0. For a mask from several batches before training, see
+    :func:`snip_masks`.
+
+    Args:
+      target: the fraction of connections to prune, in [0, 1]. A hyperparameter.
+      at: the step of the single mask update (an integer >= 0; default 0: the first
+        step, at initialisation, as in the paper).
+      scope: ``"global"`` (default; SNIP's single ranking over all pruned leaves) or
+        ``"layer"`` (each leaf at ``target``).
+      filter: which leaves to prune; default :func:`dynprune.tree.kernels`: floating
+        leaves with ndim >= 2 (Dense and conv kernels; not biases or norm scales).
+
+    Returns:
+      A hard-mode :class:`dynprune.pruner.Pruner` with hyperparameter ``target``.
+
+    Raises:
+      TypeError: if ``at`` is not an integer or ``target`` not a number.
+      ValueError: if ``at`` is negative, ``target`` is not in [0, 1], or ``scope`` is
+        unknown.
+
+    Examples:
+      |w · g| = [[4, 2], [3, 0.4]]: 4 and 3 are kept.
+
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]])}}
+      >>> grads = {"fc": {"kernel": jnp.array([[4.0, 1.0], [1.0, 0.1]])}}
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.snip(0.5))
+      >>> _, state = jax.jit(tx.update)(grads, tx.init(params), params)
+      >>> dp.masks_of(state)["fc"]["kernel"].tolist()
+      [[True, False], [True, False]]
+
+    References:
+      Lee, Ajanthan & Torr, "SNIP: Single-shot Network Pruning based on Connection
+      Sensitivity", ICLR 2019.
+    """
     at = checks.steps("at", at)
     return scheduled(
         lambda ctx: scores.saliency(ctx.params, ctx.grads, filter=filter),
@@ -64,6 +104,24 @@ def snip_masks(
     Returns:
       A mask tree (bool, full leaf shapes; ``None`` on unpruned leaves) for
       :func:`dynprune.algorithms.fixed`.
+
+    Raises:
+      ValueError: if ``batches`` is empty, or ``scope`` is unknown.
+      TypeError, ValueError: if ``target`` is not a number in [0, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, dynprune as dp
+      >>> loss = lambda p, x, y: jnp.mean((x @ p["fc"]["kernel"] - y) ** 2)
+      >>> params = {"fc": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]]), "bias": jnp.zeros(2)}}
+      >>> batch = (jnp.array([[1.0, 0.0]]), jnp.zeros((1, 2)))  # only row 0 gets a gradient
+      >>> masks = dp.algorithms.snip_masks(loss, params, [batch], 0.5)
+      >>> masks["fc"]["kernel"].tolist(), masks["fc"]["bias"]
+      ([[True, True], [False, False]], None)
+      >>> tx = dp.prune(optax.adam(1e-3), dp.algorithms.fixed(masks))  # train the survivors
+
+    References:
+      Lee, Ajanthan & Torr, "SNIP: Single-shot Network Pruning based on Connection
+      Sensitivity", ICLR 2019.
     """
     grad = jax.jit(jax.grad(loss_fn))
     total = None

@@ -43,23 +43,47 @@ def threshold(
 ) -> Pruner:
     """Drop |w| <= ``threshold`` (or ``threshold``·σ_l) every ``every`` steps in [begin, end].
 
-    σ_l is taken over the layer's kept, finite weights; a NaN weight is never kept.
+    Rule: at every update step, m ← m ∧ [|w| > t_l] per leaf, with t_l = t, or
+    t_l = t · σ_l (``relative=True``), σ_l the standard deviation of the leaf's kept,
+    finite weights at that step; a NaN weight is never kept. Masks only shrink: a
+    pruned weight (hard mode: exactly 0) never comes back. The sparsity is not set:
+    it is whatever share of the weights falls below the threshold.
+
+    Schedule, step by step: updates at ``begin``, ``begin + every``, … up to ``end``
+    (inclusive, if on the grid); each removes the kept weights that have fallen to t_l
+    or below since the last one.
 
     Args:
-      threshold: t >= 0 (a hyperparameter: settable in the state).
-      every: steps between updates (>= 1).
-      begin: the first update step (>= 0).
-      end: the last update step (>= ``begin``), or ``None`` for no end.
-      relative: t · σ_l instead of t.
-      filter: which leaves to prune (default: kernels).
+      threshold: t >= 0, in units of |w| (or of σ_l). A hyperparameter: settable in
+        the state.
+      every: steps between updates (an integer >= 1; default 1: every step).
+      begin: the first update step (an integer >= 0; default 0).
+      end: the last step that may update (an integer >= ``begin``), or ``None``
+        (default) for no end.
+      relative: t · σ_l instead of t (default False). With Gaussian weights t = 1
+        prunes about 68% at the first update.
+      filter: which leaves to prune; default :func:`dynprune.tree.kernels`: floating
+        leaves with ndim >= 2 (Dense and conv kernels; not biases or norm scales).
 
     Returns:
-      The :class:`dynprune.pruner.Pruner`, with hyperparameter ``threshold``.
+      A hard-mode :class:`dynprune.pruner.Pruner` with hyperparameter ``threshold``.
 
     Raises:
       TypeError: if a step argument is not an integer or ``threshold`` not a number.
       ValueError: if ``threshold`` is negative or not finite, or a step argument is out
         of range.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc": {"kernel": jnp.array([[0.5, -2.0], [3.0, -0.1]])}}
+      >>> tx = dp.prune(optax.sgd(0.0), dp.algorithms.threshold(0.5))
+      >>> _, state = jax.jit(tx.update)(params, tx.init(params), params)
+      >>> dp.masks_of(state)["fc"]["kernel"].tolist()  # |w| <= 0.5 goes
+      [[False, True], [True, False]]
+
+    References:
+      Han, Pool, Tran & Dally, "Learning both Weights and Connections for Efficient
+      Neural Networks", NeurIPS 2015 (``relative=True``).
     """
     checks.hyperparams({"threshold": threshold})
     every = checks.steps("every", every, minimum=1)
