@@ -32,12 +32,15 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
   (by neuron L1 norm, ``dp.masks.structured``) and rebuilt smaller by
   :func:`dynprune.surgery.reconstruct` (784-500-300-10); ``reconstruct_flop_ratio``: dense ÷
   reconstructed MACs (``dp.stats.cost``).
-- ``gating_speedup_b1`` / ``gating_speedup_b64`` (no target yet): masked ÷ width-bucket
-  latency of a prefix-mode ``dp.gating.GatedCNN`` (16-64-128 channels, buckets of quarter
-  widths) at density 0.5 on random MNIST-shaped batches of 1 and 64, the buckets chosen per
-  example on the host (``dp.gating.measure_skipping``); ``gating_mac_ratio``: masked ÷
-  executed MACs at batch 64. The gates are untrained, so every example lands in the same
-  bucket: this measures the skipping path, not how much a trained network adapts.
+- ``gating_speedup_b1`` / ``gating_speedup_b64`` (target: ≥ 0.8 × ``gating_mac_ratio`` at
+  batch 1): dense ÷ width-bucket latency of the gating experiment's network
+  (``experiments/gating.json``: a prefix-mode ``dp.gating.GatedCNN``, 32-128-256 channels,
+  stem max-pooled, buckets of quarter widths) at density 0.5 on random MNIST-shaped batches
+  of 1 and 64, the buckets chosen per example on the host (``dp.gating.measure_skipping``;
+  dense is ``GatedCNN.dense``, the same network without gates); ``gating_mac_ratio``: dense ÷
+  executed MACs (predictors included) at batch 64. The gates are untrained, so every
+  example lands in the same bucket: this measures the skipping path, not how much a trained
+  network adapts (``experiments/gating.py`` measures that).
 - ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
   through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
   5 runs must end at exactly round(s·n) zeros per kernel.
@@ -671,7 +674,7 @@ def bench_reconstruct(reps: int, hidden_removed: float = 0.75) -> dict[str, Any]
 def bench_gating(reps: int, density: float = 0.5) -> dict[str, Any]:
     """Masked against width-bucket execution of an untrained prefix-mode gated CNN."""
     model = dp.gating.GatedCNN(
-        features=(16, 64, 128), mode="prefix", buckets=(0.25, 0.5, 0.75, 1.0)
+        features=(32, 128, 256), mode="prefix", buckets=(0.25, 0.5, 0.75, 1.0), stem_pool=True
     )
     x = jnp.asarray(np.random.default_rng(5).random((64, 28, 28, 1), np.float32))
     params = model.init(jax.random.key(0), x[:1])["params"]
@@ -684,12 +687,15 @@ def bench_gating(reps: int, density: float = 0.5) -> dict[str, Any]:
         if got.max_abs_diff > 1e-4:
             raise RuntimeError(f"the bucket path differs from the masked one by {got.max_abs_diff}")
     return {
-        "gating_mac_ratio": many.mac_ratio,
-        "gating_speedup_b1": one.speedup,
-        "gating_speedup_b64": many.speedup,
+        "gating_mac_ratio": many.macs_dense / many.macs_skipping,
+        "gating_speedup_b1": one.speedup_over_dense,
+        "gating_speedup_b64": many.speedup_over_dense,
         "gating_ms": {
+            "dense_b1": 1e3 * one.dense_s,
             "masked_b1": 1e3 * one.masked_s,
             "buckets_b1": 1e3 * one.skipping_s,
+            "compact_b1": 1e3 * one.compact_s,
+            "dense_b64": 1e3 * many.dense_s,
             "masked_b64": 1e3 * many.masked_s,
             "buckets_b64": 1e3 * many.skipping_s,
         },
@@ -820,11 +826,14 @@ def run(
     out.update(
         section(
             "gating",
-            "gated CNN: masked vs width buckets",
+            "gated CNN: dense vs width buckets",
             lambda: bench_gating(max(3, reps // 10)),
         )
     )
     out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
+    out["targets_met"]["gating_speedup_b1"] = (
+        out["gating_speedup_b1"] >= 0.8 * out["gating_mac_ratio"]
+    )
     out["targets_met"]["reconstruct_speedup"] = (
         out["reconstruct_speedup"] >= 0.8 * out["reconstruct_flop_ratio"]
     )
@@ -914,13 +923,15 @@ def format_table(result: dict[str, Any]) -> str:
         (
             "gating_speedup_b1",
             None,
-            f"masked {result['gating_ms']['masked_b1']:.2f} ms, "
-            f"buckets {result['gating_ms']['buckets_b1']:.2f} ms (untrained gates, d = 0.5)",
+            f"dense {result['gating_ms']['dense_b1']:.2f} ms, "
+            f"buckets {result['gating_ms']['buckets_b1']:.2f} ms (untrained gates, d = 0.5); "
+            f"target >= 0.8 x {result['gating_mac_ratio']:.2f} (MAC ratio): "
+            + ("yes" if result["targets_met"]["gating_speedup_b1"] else "NO"),
         ),
         (
             "gating_speedup_b64",
             None,
-            f"masked {result['gating_ms']['masked_b64']:.1f} ms, buckets "
+            f"dense {result['gating_ms']['dense_b64']:.1f} ms, buckets "
             f"{result['gating_ms']['buckets_b64']:.1f} ms; MAC ratio "
             f"{result['gating_mac_ratio']:.2f}",
         ),
