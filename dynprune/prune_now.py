@@ -59,8 +59,9 @@ def prune_now(
       leaves that were not pruned.
 
     Raises:
-      ValueError: if neither or both of ``sparsity`` and ``threshold`` are given, or a
-        concrete sparsity is outside [0, 1] or a threshold is not finite (naming the leaf).
+      ValueError: if neither or both of ``sparsity`` and ``threshold`` are given, if
+        ``threshold`` comes with a non-default ``scope`` or ``structured``, or a concrete
+        sparsity is outside [0, 1] or a threshold is not finite (naming the leaf).
       TypeError: if a concrete sparsity or threshold is not a number.
 
     Examples:
@@ -78,6 +79,11 @@ def prune_now(
     """
     if (sparsity is None) == (threshold is None):
         raise ValueError("prune_now needs exactly one of sparsity= or threshold=")
+    if threshold is not None and (scope != "layer" or structured):
+        raise ValueError(
+            "prune_now: scope= and structured= apply to sparsity= only, not threshold=; "
+            f"got scope={scope!r}, structured={structured!r}"
+        )
     scores = score(params, filter=filter) if callable(score) else score
     if threshold is not None:
         mask_tree = masks_lib.threshold(scores, threshold)

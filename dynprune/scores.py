@@ -72,6 +72,10 @@ def from_leaf_fn(
 
     def score(params: PyTree, *others: PyTree, filter: tree_lib.Filter | None = None) -> PyTree:
         selected = tree_lib.select(params, filter)
+        # Checked against params first: map_scored takes ``others`` as the reference, and
+        # would call a leaf they lack "unexpected".
+        for other in others:
+            tree_lib.check_same_structure(selected, other, what="tree")
         return tree_lib.map_scored(lambda path, w, *o: leaf_fn(w, *o), selected, *others)
 
     score.__doc__ = leaf_fn.__doc__

@@ -217,17 +217,17 @@ def drop_lowest_each(scores: Sequence[jax.Array], ks: Sequence | jax.Array) -> l
 
     Args:
       scores: floating arrays of any shapes.
-      ks: one count per array (a list or tuple of Python or traced integers, or an int
-        array of shape ``[len(scores)]``); ``ks[i]`` is clipped to [0, ``scores[i].size``].
-        Give ``len(scores)`` counts: the length is not checked, and a single count is
-        broadcast to every array.
+      ks: one count per array (a list or tuple of ``len(scores)`` Python or traced
+        integers, or an int array of shape ``[len(scores)]``); ``ks[i]`` is clipped to
+        [0, ``scores[i].size``].
 
     Returns:
       One bool array per input, of the same shape: True = kept; exactly ``ks[i]``
       entries of array i are False. Ties at the cut are dropped lowest flat index first.
 
     Raises:
-      ValueError: if a score array is not floating (see :func:`order_keys`).
+      ValueError: if ``ks`` does not hold one count per array, or a score array is not
+        floating (see :func:`order_keys`).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -235,6 +235,10 @@ def drop_lowest_each(scores: Sequence[jax.Array], ks: Sequence | jax.Array) -> l
       >>> a.tolist(), b.tolist()
       ([True, False], [False, False, True])
     """
+    shape = (len(ks),) if isinstance(ks, list | tuple) else jnp.shape(ks)
+    if shape != (len(scores),):
+        got = f"{shape[0]} counts" if len(shape) == 1 else f"counts of shape {shape}"
+        raise ValueError(f"drop_lowest_each needs one count per array: {len(scores)} arrays, {got}")
     if not scores:
         return []
     sizes = [int(jnp.size(s)) for s in scores]

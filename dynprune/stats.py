@@ -84,7 +84,7 @@ def _layer_macs(apply_fn: Callable[[PyTree, jax.Array], Any], params: PyTree, ex
                 contraction = math.prod(w_shape[d] for d in rhs_contract)
             else:
                 out_axis = eqn.params["dimension_numbers"].rhs_spec[0]
-                contraction = math.prod(w_shape) // w_shape[out_axis]
+                contraction = math.prod(d for i, d in enumerate(w_shape) if i != out_axis)
             macs[owner[weight]] = macs.get(owner[weight], 0) + out * contraction
 
     visit(jaxpr, owner)
@@ -120,7 +120,8 @@ def flops(
 
     Returns:
       ``{"dense": F, "effective": F_eff, "layers": {path: {"dense", "effective", "density"}}}``;
-      the dense counts are ints, effective counts and densities floats.
+      the dense counts are Python ints, effective counts and densities Python floats (a
+      zero-size leaf has density 0.0).
 
     Raises:
       ValueError: if ``example`` does not have a batch axis of 1, or masks do not match.
@@ -131,7 +132,7 @@ def flops(
       >>> import jax.numpy as jnp, dynprune as dp
       >>> params = {"w": jnp.ones((3, 4)).at[:, :2].set(0.0)}
       >>> report = dp.stats.flops(lambda p, x: x @ p["w"], params, jnp.ones((1, 3)))
-      >>> report["dense"], float(report["effective"]), float(report["layers"]["w"]["density"])
+      >>> report["dense"], report["effective"], report["layers"]["w"]["density"]
       (24, 12.0, 0.5)
 
     References:
@@ -145,11 +146,11 @@ def flops(
     layers = {}
     for path, m in macs.items():
         w = np.asarray(weights[path])
-        density = np.count_nonzero(w) / w.size
+        density = int(np.count_nonzero(w)) / w.size if w.size else 0.0
         layers[path] = {"dense": 2 * m, "effective": 2 * m * density, "density": density}
     return {
         "dense": sum(v["dense"] for v in layers.values()),
-        "effective": sum(v["effective"] for v in layers.values()),
+        "effective": sum((v["effective"] for v in layers.values()), 0.0),
         "layers": layers,
     }
 

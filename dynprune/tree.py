@@ -288,7 +288,8 @@ def map_scored(fn: Callable[..., Any], scored: PyTree, *rest: PyTree) -> PyTree:
 
     Raises:
       ValueError: if a ``rest`` tree's leaf paths differ from those of ``scored`` (see
-        :func:`check_same_structure`), or two leaves share a path.
+        :func:`check_same_structure`, with the ``rest`` tree as the reference, e.g. the
+        parameters: a path ``scored`` lacks is "missing"), or two leaves share a path.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -576,6 +577,9 @@ def resolve(value: Any, scored: PyTree, *, name: str) -> PyTree:
     if jax.tree_util.treedef_is_leaf(jax.tree.structure(value, is_leaf=is_none)):
         return map_scored(lambda p, x: value, scored)
     try:
+        # Checked against ``scored`` first: map_scored takes its ``rest`` trees (usually the
+        # parameters) as the reference, and would call a leaf ``value`` lacks "unexpected".
+        check_same_structure(scored, value, what="tree")
         return map_scored(lambda p, x, v: v, scored, value)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None

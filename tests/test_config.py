@@ -114,3 +114,56 @@ def test_a_float_step_argument_outside_0_1_is_refused():
         config.pruner_arguments({"algorithm": "gmp", "end": 1.5}, steps=100, per_epoch=10)
     with pytest.raises(ValueError, match=r"every='often' must be an int"):
         config.pruner_arguments({"algorithm": "gmp", "every": "often"}, steps=100, per_epoch=10)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: config.MaskInit(target=1.5), r"MaskInit: target .* in \[0, 1\], got 1.5"),
+        (lambda: config.MaskInit(target=0.9, batches=0), r"MaskInit: batches .* >= 1, got 0"),
+        (lambda: config.MaskInit(target=0.9, batch_size=0), r"batch_size .* >= 1, got 0"),
+        (lambda: config.MaskInit(target=0.9, shift=-1), r"MaskInit: shift .* >= 0, got -1"),
+        (lambda: config.Phase(epochs=-1, lr=1e-3), r"Phase: epochs .* >= 0, got -1"),
+        (lambda: config.Phase(epochs=1.5, lr=1e-3), r"Phase: epochs .* integer >= 0, got 1.5"),
+        (lambda: config.Phase(epochs=1, lr=-1e-3), r"Phase: lr .* >= 0, got -0.001"),
+        (lambda: config.Phase(epochs=1, lr=float("nan")), r"Phase: lr .* got nan"),
+        (lambda: config.Phase(epochs=1, lr="fast"), r"Phase: lr .* got 'fast'"),
+        (lambda: config.Phase(epochs=1, lr=1e-3, weight_decay=-0.1), r"weight_decay .* -0.1"),
+        (lambda: config.Phase(epochs=1, lr=1e-3, momentum=1.1), r"momentum .* \[0, 1\], got 1.1"),
+        (lambda: config.Phase(epochs=1, lr=1e-3, shift=-2), r"Phase: shift .* >= 0, got -2"),
+    ],
+)
+def test_phase_and_mask_init_numbers_are_range_checked_on_construction(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("validation", 0, r"RunConfig: validation .* >= 1, got 0"),
+        ("batch_size", 0, r"RunConfig: batch_size .* >= 1, got 0"),
+        ("batch_size", 64.0, r"RunConfig: batch_size .* integer >= 1, got 64.0"),
+        ("examples", 0, r"RunConfig: examples .* >= 1, got 0"),
+        ("examples", -5, r"RunConfig: examples .* >= 1, got -5"),
+    ],
+)
+def test_run_config_numbers_are_range_checked_on_construction(field, value, message):
+    values = {**config.to_dict(full_config()), field: value}
+    with pytest.raises(ValueError, match=message):
+        config.from_dict(values)
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    edge = config.RunConfig(
+        model="lenet5",
+        validation=1,
+        batch_size=1,
+        examples=1,
+        pretrain=config.Phase(epochs=0, lr=0.0, momentum=0.0),
+        prune=config.Phase(epochs=1, lr=1e-3, momentum=1.0, shift=0),
+        init_masks=config.MaskInit(target=0.0, batches=1, batch_size=1, shift=0),
+    )
+    assert config.from_dict(config.to_dict(edge)) == edge
+    assert config.RunConfig(model="lenet5", prune=edge.prune, examples=None).examples is None
+    assert config.MaskInit(target=1).target == 1

@@ -38,6 +38,9 @@ def test_a_healthy_run_is_ok_and_exact(splits):
     row = experiment.run(TINY, 0, splits=splits)
     assert row["status"] == "ok" and "diverged_at" not in row
     assert row["layers"]["fc1/kernel"]["nonzeros"] == 128 * 784 // 2
+    # a bias has no mask: stored rows tell it from a layer pruned at 0%
+    assert row["layers"]["fc1/kernel"]["pruned"] is True
+    assert row["layers"]["fc1/bias"]["pruned"] is False
     assert row["trace"] == [
         {"phase": "prune", "step": 0, "kept": (100_352 + 1280) // 2, "pruned": 50_816, "regrown": 0}
     ]

@@ -46,3 +46,10 @@ def test_prune_now_needs_exactly_one_criterion():
         dp.prune_now(params())
     with pytest.raises(ValueError, match="exactly one"):
         dp.prune_now(params(), sparsity=0.5, threshold=0.1)
+
+
+@pytest.mark.parametrize("extra", [{"scope": "global"}, {"structured": True}])
+def test_prune_now_refuses_sparsity_options_with_a_threshold(extra):
+    with pytest.raises(ValueError, match=r"apply to sparsity= only.*got scope="):
+        dp.prune_now(params(), threshold=0.1, **extra)
+    dp.prune_now(params(), threshold=0.1, scope="layer", structured=False)  # the defaults

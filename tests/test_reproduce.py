@@ -174,7 +174,7 @@ def test_paper_recipes_train_without_augmentation_and_name_a_paper_baseline():
     assert {"lenet300-dns-paper", "lenet5-dns-paper", "lenet5-snip-paper"} <= set(paper)
     for name, recipe in paper.items():
         run = recipe.run
-        phases = [run.pretrain, run.prune, run.finetune, run.init_masks]
+        phases = [phase for _, phase in run.phases()] + [run.init_masks]
         assert [p.shift for p in phases if p is not None] == [0] * sum(
             p is not None for p in phases
         ), name
@@ -234,6 +234,36 @@ def test_the_table_compares_with_dense_and_published_and_earns_its_verdicts():
     assert (
         recipes.protocol(recipe) == "paper" and recipes.protocol(chosen["lenet300-dns"]) == "ours"
     )
+
+
+def test_augmenting_only_during_retrain_is_not_the_papers_protocol():
+    run = config.RunConfig(model="origin_mlp", prune=config.Phase(epochs=1, lr=1e-3))
+    plain = recipes.Recipe(run=run, published="2%", target="2%")
+    retrained = recipes.Recipe(
+        run=config.RunConfig(
+            model="origin_mlp",
+            prune=config.Phase(epochs=1, lr=1e-3),
+            retrain=config.Phase(epochs=1, lr=1e-3, shift=1),
+        ),
+        published="2%",
+        target="2%",
+        published_error=2.0,
+    )
+    assert recipes.protocol(plain) == "paper"
+    assert recipes.protocol(retrained) == "ours"
+    assert recipes.verdict(retrained, [1.0, 1.1], None) == "ours"
+
+
+def test_the_table_shows_a_row_that_kept_nothing_as_infinite_compression():
+    recipe = recipes.Recipe(
+        run=config.RunConfig(model="origin_mlp", prune=config.Phase(epochs=1, lr=1e-3)),
+        published="2%",
+        target="2%",
+    )
+    rows = _final_rows("everything-pruned", recipe, [90.0], [None])
+    rows[0]["compression"] = None  # what experiment writes when no nonzero is left
+    line = recipes.format_table(rows, {"everything-pruned": recipe}).splitlines()[2]
+    assert [c.strip() for c in line.split("|")][10:12] == ["infx", "–"]
 
 
 def test_the_table_is_written_whole_and_readable(tmp_path):

@@ -47,6 +47,13 @@ def test_unserializable_value_raises(tmp_path):
         results.append_jsonl(tmp_path / "runs.jsonl", {"x": object()})
 
 
+def test_a_unique_append_without_a_key_is_refused_before_touching_the_file(tmp_path):
+    path = tmp_path / "runs" / "runs.jsonl"
+    with pytest.raises(ValueError, match="no 'key' field"):
+        results.append_jsonl(path, {"accuracy": 0.9}, unique=True)
+    assert not path.parent.exists()
+
+
 def test_torn_last_line_is_skipped_and_next_append_starts_fresh(tmp_path, caplog):
     path = tmp_path / "runs.jsonl"
     results.append_jsonl(path, {"key": "a"})

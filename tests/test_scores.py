@@ -93,6 +93,12 @@ def test_scores_on_nnx_state():
     assert [p for p, _ in leaves] == ["kernel"] and leaves[0][1].shape == (1, 3)
 
 
+def test_gradients_missing_a_leaf_are_named_as_missing():
+    grads = {"fc": {"kernel": jnp.ones_like(W)}}  # no "bias"
+    with pytest.raises(ValueError, match=r"missing leaf path 'fc/bias'$"):
+        dp.scores.saliency(params(), grads)
+
+
 def test_scores_pass_through_jit_and_grad():
     f = jax.jit(lambda p: jnp.sum(dp.scores.neuron_sensitivity(p)["fc"]["kernel"]))
     g = jax.grad(f)(params())

@@ -114,6 +114,16 @@ def test_drop_lowest_each_equals_per_array_reference(case, rnd):
         np.testing.assert_array_equal(np.asarray(g), reference.drop_lowest([a], k)[0])
 
 
+def test_drop_lowest_each_needs_one_count_per_array():
+    a, b = jnp.ones(4), jnp.ones(3)
+    with pytest.raises(ValueError, match="one count per array: 2 arrays, 1 counts"):
+        select.drop_lowest_each([a, b], [1])
+    with pytest.raises(ValueError, match="2 arrays, 3 counts"):
+        select.drop_lowest_each([a, b], jnp.array([1, 1, 1]))
+    with pytest.raises(ValueError, match=r"2 arrays, counts of shape \(\)"):
+        select.drop_lowest_each([a, b], jnp.array(1))
+
+
 def test_drop_lowest_each_under_vmap_of_counts():
     a = jax.random.normal(jax.random.key(1), (40, 30))
     b = jnp.zeros((7, 9))

@@ -151,6 +151,25 @@ def test_bytes_of_a_tiny_conv_kernel_by_hand():
     assert row["bytes_bcoo"] == 16 + 4 * 4 * 4  # four int32 coordinates per nonzero
 
 
+def test_flops_of_zero_size_kernels_are_zero_plain_floats():
+    """A layer whose every unit was removed (e.g. by surgery) has an empty kernel."""
+
+    def apply_fn(p, x):
+        y = jax.lax.conv_general_dilated(
+            x, p["conv"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return y.reshape(1, -1) @ p["fc"]
+
+    params = {"conv": jnp.ones((2, 2, 1, 0)), "fc": jnp.ones((0, 3))}
+    report = dp.stats.flops(apply_fn, params, jnp.ones((1, 5, 5, 1)))
+    assert report["dense"] == 0 and report["effective"] == 0.0
+    for layer in report["layers"].values():
+        assert layer == {"dense": 0, "effective": 0.0, "density": 0.0}
+    dense = dp.stats.flops(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 4))}, jnp.ones((1, 3)))
+    values = [dense["effective"], *dense["layers"]["w"].values()]
+    assert [type(v) for v in values] == [float, int, float, float]
+
+
 def test_matmul_inside_a_nested_jit_is_counted():
     inner = jax.jit(lambda w, x: x @ w)
     report = dp.stats.cost(lambda p, x: inner(p["w"], x), {"w": jnp.ones((3, 4))}, jnp.ones((1, 3)))

@@ -333,7 +333,15 @@ def test_quick_mode_is_one_epoch_on_2048_images():
         pretrain=config.Phase(epochs=10, lr=1e-3),
         prune=config.Phase(epochs=0, lr=1e-3),
         finetune=config.Phase(epochs=3, lr=1e-3),
+        retrain=config.Phase(epochs=4, lr=1e-3),
     )
     quick = sweep_runner.quick(run)
-    assert (quick.pretrain.epochs, quick.prune.epochs, quick.finetune.epochs) == (1, 0, 1)
+    epochs = [phase.epochs for _, phase in quick.phases()]
+    assert epochs == [1, 0, 1, 1]
     assert quick.examples == 2048 and dataclasses.replace(quick, examples=None) != run
+
+
+def test_quick_mode_keeps_a_smaller_number_of_examples():
+    run = config.RunConfig(model="lenet300", prune=config.Phase(epochs=2, lr=1e-3))
+    assert sweep_runner.quick(dataclasses.replace(run, examples=512)).examples == 512
+    assert sweep_runner.quick(dataclasses.replace(run, examples=10_000)).examples == 2048

@@ -97,6 +97,14 @@ def test_evaluate_counts_every_example_once(small_mnist):
     assert loss == pytest.approx(float(expected_loss.mean()), rel=1e-5)
 
 
+def test_evaluate_refuses_an_empty_dataset():
+    state = train.init_state(jnp.zeros((784, 10)), optax.sgd(0.1))
+    eval_step = train.make_eval_step(lambda p, x: x.reshape(len(x), -1) @ p)
+    empty = data.Dataset(np.zeros((0, 28, 28, 1), np.uint8), np.zeros(0, np.int32))
+    with pytest.raises(ValueError, match="no examples to evaluate"):
+        train.evaluate(eval_step, state, empty, batch_size=4)
+
+
 def _masking_tx(mask):
     """SGD whose state is a fixed 0/1 mask tree, read by the forward pass below."""
     return optax.GradientTransformation(

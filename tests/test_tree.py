@@ -90,6 +90,21 @@ def test_structure_mismatch_names_the_leaf():
         tree.check_same_structure(params, other, what="masks")
 
 
+def test_a_leaf_missing_from_a_per_leaf_value_tree_is_called_missing():
+    scored = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    with pytest.raises(ValueError, match=r"^sparsity: .*: missing leaf path 'b'$"):
+        tree.resolve({"a": 0.5}, scored, name="sparsity")
+    with pytest.raises(ValueError, match=r"^sparsity: .*: unexpected leaf path 'c'$"):
+        tree.resolve({"a": 0.5, "b": 0.5, "c": 0.5}, scored, name="sparsity")
+
+
+def test_map_scored_names_a_leaf_the_masks_lack_missing_from_the_params():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    masks = {"a": jnp.ones(2, bool)}
+    with pytest.raises(ValueError, match=r"^tree does not match .*: missing leaf path 'b'$"):
+        tree.map_scored(lambda path, m, w: m, masks, params)
+
+
 def test_resolve_per_leaf_overrides_first_match_wins():
     selected = tree.select(linen_params())
     resolved = tree.resolve({"conv": 0.0, "fc": 0.5, "default": 0.9}, selected, name="sparsity")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dynprune import algorithms, checks
@@ -54,20 +54,22 @@ class Phase:
     step arguments are resolved against the phase by :func:`pruner_arguments`.
 
     Attributes:
-      epochs: passes over the training split, >= 0 (0: the pruner acts once at step 0, no
-        training).
-      lr: peak learning rate η.
+      epochs: passes over the training split, an integer >= 0 (0: the pruner acts once at
+        step 0, no training).
+      lr: peak learning rate η, >= 0.
       pruner: ``{"algorithm": name, **arguments}`` for :func:`dynprune.algorithms.get`, or
         ``None`` (the default): train densely (or, after a pruning phase, with its masks fixed).
       optimizer: ``"adam"`` (the default: AdamW, decoupled weight decay) or ``"sgd"``
         (momentum, L2 decay added to the gradient).
       schedule: ``"cosine"`` (the default: decay to 0 over the phase) or ``"constant"``.
-      weight_decay: AdamW's decoupled decay, or SGD's L2 coefficient (default 0).
-      momentum: SGD momentum (default 0.9; unused by Adam).
-      shift: augmentation: random translations of up to ``shift`` pixels (default 0: none).
+      weight_decay: AdamW's decoupled decay, or SGD's L2 coefficient, >= 0 (default 0).
+      momentum: SGD momentum, in [0, 1] (default 0.9; unused by Adam).
+      shift: augmentation: random translations of up to ``shift`` pixels, an integer >= 0
+        (default 0: none).
 
     Raises:
-      ValueError: an unknown optimizer or schedule, or a pruner spec with no or an unknown
+      ValueError: a number field out of its range (the message names the field and the
+        value), an unknown optimizer or schedule, or a pruner spec with no or an unknown
         algorithm, an argument that algorithm does not take, or a hyperparameter out of range.
 
     Examples:
@@ -76,6 +78,9 @@ class Phase:
       >>> Phase(epochs=1, lr=0.1, optimizer="rmsprop")
       Traceback (most recent call last):
       ValueError: unknown optimizer 'rmsprop'; valid: adam, sgd
+      >>> Phase(epochs=1, lr=-0.1)
+      Traceback (most recent call last):
+      ValueError: Phase: lr must be a finite number >= 0, got -0.1
       >>> Phase(epochs=1, lr=0.1, pruner={"algorithm": "gmp", "target": 1.5})
       Traceback (most recent call last):
       ValueError: pruner 'gmp': hyperparameter 'target' must be a finite number in [0, 1], got 1.5
@@ -91,6 +96,11 @@ class Phase:
     shift: int = 0
 
     def __post_init__(self) -> None:
+        _check("Phase", checks.steps, "epochs", self.epochs, 0)
+        _check("Phase", checks.real, "lr", self.lr, 0.0)
+        _check("Phase", checks.real, "weight_decay", self.weight_decay, 0.0)
+        _check("Phase", checks.real, "momentum", self.momentum, 0.0, 1.0)
+        _check("Phase", checks.steps, "shift", self.shift, 0)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         if self.pruner is not None:
@@ -106,14 +116,21 @@ class MaskInit:
         s = Σ_b |w₀ · ∂L_b/∂w| (:func:`dynprune.algorithms.snip_masks`).
       batches: number of training batches B, >= 1 (default 1: the first B of epoch 0 in the
         run's data order).
-      batch_size: images per saliency batch (default 128).
-      shift: the augmentation of those batches (as :attr:`Phase.shift`; default 0).
+      batch_size: images per saliency batch, >= 1 (default 128).
+      shift: the augmentation of those batches (as :attr:`Phase.shift`, an integer >= 0;
+        default 0).
+
+    Raises:
+      ValueError: a field out of its range; the message names the field and the value.
 
     Examples:
       >>> config = RunConfig(model="lenet300", prune=Phase(epochs=20, lr=1e-3),
       ...                    init_masks=MaskInit(target=0.9, batches=10))
       >>> config.method
       'snip_masks'
+      >>> MaskInit(target=1.5)
+      Traceback (most recent call last):
+      ValueError: MaskInit: target must be a finite number in [0, 1], got 1.5
 
     References:
       Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", 2019.
@@ -123,6 +140,12 @@ class MaskInit:
     batches: int = 1
     batch_size: int = 128
     shift: int = 0
+
+    def __post_init__(self) -> None:
+        _check("MaskInit", checks.real, "target", self.target, 0.0, 1.0)
+        _check("MaskInit", checks.steps, "batches", self.batches, 1)
+        _check("MaskInit", checks.steps, "batch_size", self.batch_size, 1)
+        _check("MaskInit", checks.steps, "shift", self.shift, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,20 +157,24 @@ class RunConfig:
       model: a name in :data:`dynprune.harness.models.MODELS`.
       prune: the main phase (with ``pruner=None`` and no ``init_masks``, dense training).
       dataset: a name in :data:`dynprune.harness.data.DATASETS`.
-      validation: training examples held out as the validation split.
-      batch_size: images per training step in every phase.
+      validation: training examples held out as the validation split, >= 1 (every run
+        reports its validation error).
+      batch_size: images per training step in every phase, >= 1.
       pretrain: dense pre-training, cached per (model, data, seed, phase).
       finetune: a phase after pruning that trains with the masks fixed.
       init_masks: SNIP masks chosen before the prune phase (which then trains them fixed).
-      examples: if set, every split is cut to its first ``examples`` images (smoke runs).
+      examples: if set (>= 1), every split is cut to its first ``examples`` images (smoke
+        runs); ``None`` (the default): whole splits.
       retrain: after pruning (and fine-tuning), rebuild w ⊙ m as a physically smaller model
         (:func:`dynprune.surgery.reconstruct`) and train it densely for this phase
         (:mod:`dynprune.harness.retrain`). ``None`` (the default) is left out of
         :func:`to_dict`, so configs without it keep their keys.
 
     Raises:
-      ValueError: an unknown model or dataset, a pruner together with ``init_masks`` (which
-        are trained fixed), or a pruner in ``pretrain``, ``finetune`` or ``retrain``.
+      ValueError: ``validation``, ``batch_size`` or ``examples`` out of its range (the
+        message names the field and the value), an unknown model or dataset, a pruner
+        together with ``init_masks`` (which are trained fixed), or a pruner in
+        ``pretrain``, ``finetune`` or ``retrain``.
 
     Examples:
       >>> config = RunConfig(model="lenet5", prune=Phase(epochs=20, lr=1e-3,
@@ -172,6 +199,10 @@ class RunConfig:
     retrain: Phase | None = None
 
     def __post_init__(self) -> None:
+        _check("RunConfig", checks.steps, "validation", self.validation, 1)
+        _check("RunConfig", checks.steps, "batch_size", self.batch_size, 1)
+        if self.examples is not None:
+            _check("RunConfig", checks.steps, "examples", self.examples, 1)
         _check_choice("model", self.model, tuple(models.MODELS))
         _check_choice("dataset", self.dataset, data.DATASETS)
         if self.init_masks is not None and self.prune.pruner is not None:
@@ -280,7 +311,7 @@ def from_dict(values: Mapping[str, Any]) -> RunConfig:
     Raises:
       ValueError: a value that is not a mapping where one is expected, unknown or missing
         fields (the message lists the valid ones), or an invalid value (see
-        :class:`RunConfig` and :class:`Phase`).
+        :class:`RunConfig`, :class:`Phase` and :class:`MaskInit`).
 
     Examples:
       >>> config = from_dict({"model": "lenet300", "prune": {"epochs": 2, "lr": 1e-3}})
@@ -420,6 +451,14 @@ def _check_pruner(spec: Mapping[str, Any]) -> None:
         checks.hyperparams(values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"pruner {name!r}: {err}") from None
+
+
+def _check(where: str, check: Callable[..., Any], *args: Any) -> None:
+    """Runs ``check(*args)`` (``checks.steps`` or ``real``); its error names ``where``."""
+    try:
+        check(*args)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:

@@ -22,9 +22,11 @@ if it ever fires there.
 
 A row holds validation error (test error only when asked: the test set is for final runs),
 sparsity and compression (all parameters, biases included, ÷ nonzeros of w ⊙ m), per-layer
-counts, dense and effective FLOPs, per-epoch training loss, and the *mask trace*: at every
-step where the masks changed, the step, the number of kept weights, and how many were pruned
-and regrown by that update (DNS's prunes and splices, SET/RigL's drops and regrowth).
+counts (``layers``: size, nonzeros, sparsity and whether the layer has a mask, ``pruned``, as
+in :func:`dynprune.summary`), dense and effective FLOPs, per-epoch training loss, and the
+*mask trace*: at every step where the masks changed, the step, the number of kept weights,
+and how many were pruned and regrown by that update (DNS's prunes and splices, SET/RigL's
+drops and regrowth).
 
 With a ``retrain`` phase (:mod:`dynprune.harness.retrain`), the final w ⊙ m is rebuilt as a
 physically smaller model and trained densely; the row's ``val_error`` (and ``test_error``) is
@@ -884,7 +886,7 @@ def _accounting(apply_fn: train.ApplyFn, state: train.TrainState) -> dict[str, A
         "compression": finite(report["total"]["compression"]),
         "weights_compression": finite(report["pruned_only"]["compression"]),
         "layers": {
-            p: {k: v[k] for k in ("size", "nonzeros", "sparsity")}
+            p: {k: v[k] for k in ("size", "nonzeros", "sparsity", "pruned")}
             for p, v in report["leaves"].items()
         },
         "flops_dense": compute["dense"],

@@ -279,9 +279,9 @@ def lock_problems(path: str | os.PathLike, name: str, seeds: range) -> list[str]
 def protocol(recipe: Recipe) -> str:
     """The recipe's data protocol: ``"paper"`` without augmentation, else ``"ours"``.
 
-    ``"ours"`` when the pretrain, prune or fine-tune phase or the SNIP ``init_masks`` batches
-    use random ±``shift``-pixel translations (``shift > 0``); ``"paper"`` (the papers'
-    protocol, comparable with their numbers) otherwise. The retrain phase is not looked at.
+    ``"ours"`` when any phase (pretrain, prune, fine-tune or retrain) or the SNIP
+    ``init_masks`` batches use random ±``shift``-pixel translations (``shift > 0``);
+    ``"paper"`` (the papers' protocol, comparable with their numbers) otherwise.
 
     Args:
       recipe: the recipe.
@@ -299,8 +299,8 @@ def protocol(recipe: Recipe) -> str:
       ('paper', 'ours')
     """
     run = recipe.run
-    phases = [run.pretrain, run.prune, run.finetune, run.init_masks]
-    return "ours" if any(p is not None and p.shift for p in phases) else "paper"
+    augmented = [phase for _, phase in run.phases()] + [run.init_masks]
+    return "ours" if any(p is not None and p.shift for p in augmented) else "paper"
 
 
 def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float | None) -> str:
@@ -363,7 +363,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
 
     Args:
       rows: result rows (:func:`rows_of` picks each recipe's), with ``test_error``,
-        ``val_error`` (fractions), ``compression``, ``weights_compression`` and ``wall_s``.
+        ``val_error`` (fractions), ``compression`` (``None``: nothing kept, shown as
+        ``inf``), ``weights_compression`` and ``wall_s``.
       recipes: ``{name: Recipe}``, in the table's order.
 
     Returns:
@@ -415,7 +416,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
             else f"{round(100 * (mean - recipe.published_error)):+d} images"
         )
         val = 100 * np.mean([r["val_error"] for r in mine])
-        comp = np.mean([r["compression"] for r in mine])
+        # None: nothing left unpruned, compression undefined (as in sweep.summarise)
+        comp = np.mean([np.inf if r["compression"] is None else r["compression"] for r in mine])
         weights = [r.get("weights_compression") for r in mine]
         weights_mean = None if None in weights else float(np.mean(weights))
         shown = "–" if weights_mean is None else f"{weights_mean:.1f}x"

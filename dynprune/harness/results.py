@@ -99,8 +99,8 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool =
       Whether the row was written (False: `unique` and its key was already there).
 
     Raises:
-      ValueError: If the row holds NaN or an infinity (see `dumps`); nothing is written.
-      KeyError: If `unique` is set and the row has no `key`.
+      ValueError: If the row holds NaN or an infinity (see `dumps`), or `unique` is set and the
+        row has no `key`; nothing is written.
       OSError: If the row could not be written whole.
 
     Examples:
@@ -113,6 +113,8 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any], *, unique: bool =
       >>> print(path.read_text(), end="")
       {"accuracy": 0.98, "key": "a1"}
     """
+    if unique and "key" not in row:
+        raise ValueError("append_jsonl(unique=True): the row has no 'key' field to check")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (dumps(row) + "\n").encode()

@@ -36,11 +36,11 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 
 
 def quick(config: config_lib.RunConfig) -> config_lib.RunConfig:
-    """Smoke mode: the pretrain, prune and fine-tune phases at most 1 epoch, splits cut short.
+    """Smoke mode: every phase at most 1 epoch, splits cut short.
 
-    Each of those phases runs ``min(epochs, 1)`` epochs (0 stays 0), and every split is cut
-    to its first :data:`QUICK_EXAMPLES` (2,048) images (replacing ``config.examples``, even a
-    smaller one). The ``retrain`` phase keeps its epochs.
+    Each phase (pretrain, prune, fine-tune, retrain) runs ``min(epochs, 1)`` epochs (0 stays
+    0), and every split is cut to its first ``min(config.examples, QUICK_EXAMPLES)`` images
+    (:data:`QUICK_EXAMPLES`: 2,048; a config that asks for fewer keeps its number).
 
     Args:
       config: the run configuration.
@@ -51,10 +51,12 @@ def quick(config: config_lib.RunConfig) -> config_lib.RunConfig:
     Examples:
       >>> from dynprune.harness.config import Phase, RunConfig
       >>> config = RunConfig(model="origin_mlp", prune=Phase(epochs=20, lr=1e-3),
-      ...     finetune=Phase(epochs=0, lr=1e-4))
+      ...     finetune=Phase(epochs=0, lr=1e-4), retrain=Phase(epochs=5, lr=1e-4))
       >>> smoke = quick(config)
-      >>> smoke.prune.epochs, smoke.finetune.epochs, smoke.examples
-      (1, 0, 2048)
+      >>> smoke.prune.epochs, smoke.finetune.epochs, smoke.retrain.epochs, smoke.examples
+      (1, 0, 1, 2048)
+      >>> quick(dataclasses.replace(config, examples=512)).examples
+      512
     """
     shrink = lambda p: None if p is None else dataclasses.replace(p, epochs=min(p.epochs, 1))
     return dataclasses.replace(
@@ -62,7 +64,10 @@ def quick(config: config_lib.RunConfig) -> config_lib.RunConfig:
         pretrain=shrink(config.pretrain),
         prune=shrink(config.prune),
         finetune=shrink(config.finetune),
-        examples=QUICK_EXAMPLES,
+        retrain=shrink(config.retrain),
+        examples=(
+            QUICK_EXAMPLES if config.examples is None else min(config.examples, QUICK_EXAMPLES)
+        ),
     )
 
 

@@ -282,6 +282,9 @@ def evaluate(
     Returns:
       Accuracy in [0, 1] and mean softmax cross-entropy, as Python floats.
 
+    Raises:
+      ValueError: If `data` has no examples.
+
     Examples:
       >>> import jax.numpy as jnp, numpy as np, optax
       >>> state = init_state(jnp.zeros((784, 10)), optax.sgd(0.1))
@@ -291,6 +294,8 @@ def evaluate(
       >>> accuracy, round(loss, 4)  # ties go to class 0, every label's class
       (1.0, 2.3026)
     """
+    if not len(data.labels):
+        raise ValueError("evaluate: no examples to evaluate (the dataset is empty)")
     totals = [
         eval_step(state.params, state.opt_state, images, labels, weights)
         for images, labels, weights in eval_batches(data, batch_size)
