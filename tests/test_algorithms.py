@@ -161,6 +161,58 @@ def test_random_pruning_is_exact_and_seeded():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_random_ramp_prunes_a_growing_random_subset(scope):
+    pruner = dp.algorithms.random(0.9, begin=0, end=40, every=10, scope=scope)
+
+    def kept_per_step(seed):
+        tx = dp.prune(optax.adam(1e-2), pruner, seed=seed)
+        params, step, kept = init_params(), make_step(tx), []
+        state = tx.init(params)
+        for _ in range(41):
+            params, state = step(params, state)
+            kept.append({n: np.asarray(dp.masks_of(state)[n]["kernel"]) for n in ["fc1", "fc2"]})
+        return kept
+
+    kept = kept_per_step(1)
+    for t in range(1, 41):
+        for n in ["fc1", "fc2"]:
+            assert not (kept[t][n] & ~kept[t - 1][n]).any(), (t, n)  # no weight comes back
+    assert (~kept[20]["fc1"]).sum() > (~kept[10]["fc1"]).sum() > 0
+    dropped = {n: int((~m).sum()) for n, m in kept[-1].items()}
+    if scope == "layer":
+        assert dropped == {n: reference.count_to_drop(0.9, m.size) for n, m in kept[-1].items()}
+    else:
+        assert sum(dropped.values()) == reference.count_to_drop(0.9, 640 + 320)
+    assert not np.array_equal(kept[-1]["fc1"], kept_per_step(2)[-1]["fc1"])
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        lambda f: dp.algorithms.sensitivity(0.25, filter=f),
+        lambda f: dp.algorithms.scheduled(
+            lambda ctx: dp.scores.magnitude(ctx.params, filter=f),
+            lambda hp: dp.schedules.constant(hp["target"]),
+            dp.schedules.every(1),
+            hyperparams={"target": 0.25},
+            filter=f,
+            structured=True,
+        ),
+    ],
+)
+def test_structured_pruning_masks_selected_biases_and_refuses_other_vectors(pruner):
+    tx = dp.prune(optax.sgd(0.0), pruner(dp.tree.kernels(min_ndim=1)))
+    params = init_params()
+    _, state = jax.jit(tx.update)(params, tx.init(params), params)
+    masks = dp.masks_of(state)["fc1"]
+    assert (~masks["bias"]).sum() == 8
+    np.testing.assert_array_equal(masks["bias"], masks["kernel"][0])
+    params["norm"] = {"scale": jnp.ones(32)}
+    with pytest.raises(ValueError, match=r"selected 'norm/scale' of shape \(32,\)"):
+        tx.init(params)
+
+
 def test_bad_algorithm_arguments():
     with pytest.raises(ValueError, match="end > begin"):
         dp.algorithms.gmp(0.9, begin=10, end=10)

@@ -1,7 +1,8 @@
 """Random pruning: drop a uniformly random subset of weights — the baseline to beat.
 
-Rule: scores u_ij ~ U[0, 1) drawn from the state's PRNG key; drop the round(s · n) lowest,
-at once or along the cubic ramp (Liu et al. 2022 study it as a strong baseline at init).
+Rule: scores u_ij ~ U[0, 1) drawn from the state's PRNG key, minus 1 where w_ij is already
+pruned; drop the round(s · n) lowest, at once or along the cubic ramp, so a ramp prunes a
+growing random subset (Liu et al. 2022 study it as a strong baseline at init).
 
 References:
   Liu et al., "The Unreasonable Effectiveness of Random Pruning", ICLR 2022.
@@ -9,10 +10,12 @@ References:
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from dynprune import scores
 from dynprune import tree as tree_lib
 from dynprune.algorithms.scheduled import scheduled, target_ramp
-from dynprune.pruner import Pruner, Scope
+from dynprune.pruner import Context, Pruner, PyTree, Scope
 
 
 def random(
@@ -28,16 +31,21 @@ def random(
 ) -> Pruner:
     """Randomly prune to ``target`` (once at ``begin``, or gradually until ``end``).
 
-    Rule: at each update step t, every entry of a pruned leaf gets a score
-    u ~ U[0, 1) (fresh from the state's PRNG key) and the round(s_t · n) lowest are
-    pruned, with s_t = ``target`` (``end=None``) or on the cubic ramp
-    s_t = s_f + (s_i − s_f)(1 − (t − begin)/(end − begin))³, updated at ``begin``,
-    ``begin + every``, … and at ``end``. Hard mode: pruned weights are exactly 0.
+    Rule: at each update step t, every entry of a pruned leaf draws u ~ U[0, 1) (fresh
+    from the state's PRNG key) and scores
 
-    Note: the scores are drawn afresh over all entries at every update, the pruned ones
-    included, so along a ramp each new mask is an independent draw, not a subset of
-    the last: weights pruned earlier (now 0) can come back and trained ones be dropped.
-    With ``end=None`` there is a single draw.
+        score = u if the entry is kept, u − 1 if it is already pruned,
+
+    and the round(s_t · n) lowest are pruned, with s_t = ``target`` (``end=None``) or on
+    the cubic ramp s_t = s_f + (s_i − s_f)(1 − (t − begin)/(end − begin))³, updated at
+    ``begin``, ``begin + every``, … and at ``end``. Hard mode: pruned weights are
+    exactly 0.
+
+    Note: pruned entries score below every kept one, so while s_t grows only kept
+    entries are ranked: each update prunes a uniformly random set of further kept
+    weights and no pruned weight comes back (each mask is a subset of the last), so the
+    final mask prunes a uniformly random set of the size ``target`` sets. With
+    ``end=None`` there is a single draw.
 
     Args:
       target: the sparsity in [0, 1] reached at ``begin`` (``end=None``) or at ``end``.
@@ -82,8 +90,13 @@ def random(
       Naive Baseline for Sparse Training", ICLR 2022.
     """
     schedule, cadence = target_ramp(begin, end, every)
+
+    def score(ctx: Context) -> PyTree:
+        drawn = scores.random(ctx.params, ctx.key, filter=filter)
+        return tree_lib.map_scored(lambda path, u, m: jnp.where(m, u, u - 1.0), drawn, ctx.masks)
+
     return scheduled(
-        lambda ctx: scores.random(ctx.params, ctx.key, filter=filter),
+        score,
         schedule,
         cadence,
         hyperparams={"target": target, "initial": initial},

@@ -96,7 +96,8 @@ def scheduled(
       hyperparams: the numeric hyperparameters ``schedule`` reads (e.g. ``{"target": 0.9}``).
       filter: which leaves to prune; default :func:`dynprune.tree.kernels`: floating
         leaves with ndim >= 2 (Dense and conv kernels; not biases or norm scales).
-        With ``structured``, select kernels only: biases follow their neurons.
+        With ``structured``, select kernels (biases follow their neurons, selected or
+        not); any other selected leaf (a norm scale) is refused at ``init``.
       scope: ``"layer"`` (default): s_t per leaf, split by ``distribution``;
         ``"global"``: one ranking spans all leaves.
       distribution: ``"uniform"`` (default; every leaf at s_t) or ``"erk"``
@@ -117,7 +118,9 @@ def scheduled(
       TypeError: if a hyperparameter or an override is not a number.
       ValueError: if a hyperparameter is out of its range (:mod:`dynprune.checks`), an
         override is not in [0, 1], ``scope`` or ``distribution`` is unknown, or
-        ``scope="global"`` is combined with a distribution or overrides.
+        ``scope="global"`` is combined with a distribution or overrides; at ``init``,
+        with ``structured``, if ``filter`` selects a leaf that is neither a kernel
+        (ndim >= 2) nor the ``bias`` beside a selected one (the message names its path).
 
     Examples:
       >>> import jax.numpy as jnp, optax, dynprune as dp
@@ -151,9 +154,12 @@ def scheduled(
         if not structured:
             return tree_lib.map_scored(lambda p, x: jnp.ones(jnp.shape(x), bool), selected), ()
         neurons = tree_lib.map_scored(
-            lambda p, x: jnp.ones((1,) * (jnp.ndim(x) - 1) + jnp.shape(x)[-1:], bool), selected
+            lambda p, x: jnp.ones((1,) * (jnp.ndim(x) - 1) + jnp.shape(x)[-1:], bool),
+            _kernels_only(selected),
         )
-        return full_masks(masks.with_bias(neurons, params), params), ()
+        mask_tree = masks.with_bias(neurons, params)
+        _check_neuron_leaves(selected, mask_tree)
+        return full_masks(mask_tree, params), ()
 
     def sparsities(scores: PyTree, s: jax.Array) -> Any:
         if scope == "global":
@@ -192,3 +198,15 @@ def _restrict(scores: PyTree, mask_tree: PyTree) -> PyTree:
 def _kernels_only(scores: PyTree) -> PyTree:
     """Structured pruning ranks neurons by their kernels; the biases follow their columns."""
     return tree_lib.map_scored(lambda p, x: x if jnp.ndim(x) >= 2 else None, scores)
+
+
+def _check_neuron_leaves(selected: PyTree, mask_tree: PyTree) -> None:
+    """Refuse a selected leaf that structured pruning leaves unmasked (``update`` would too)."""
+    masked = {path for path, _ in tree_lib.scored_leaves(mask_tree)}
+    for path, x in tree_lib.scored_leaves(selected):
+        if path not in masked:
+            raise ValueError(
+                "structured pruning removes output neurons of the selected kernels (ndim >= 2) "
+                f"and the 'bias' beside each; the filter selected {path!r} of shape "
+                f"{tuple(jnp.shape(x))}, which is neither: leave it out of the filter"
+            )

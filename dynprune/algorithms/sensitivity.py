@@ -60,6 +60,7 @@ def sensitivity(
       filter: which kernels to prune, leaves with ndim >= 2 only; default
         :func:`dynprune.tree.kernels`: every floating leaf with ndim >= 2 (Dense and
         conv kernels). Biases need not be selected: they follow their kernel's neurons.
+        Any other leaf it selects (a norm scale) is refused at ``init``.
 
     Returns:
       A hard-mode :class:`dynprune.pruner.Pruner` with hyperparameters ``target`` and
@@ -70,7 +71,9 @@ def sensitivity(
         override is not a number.
       ValueError: if ``begin < 0``, ``every < 1``, ``end <= begin``, ``target``,
         ``initial`` or an override is not in [0, 1], ``scope`` is unknown, or
-        ``scope="global"`` comes with overrides.
+        ``scope="global"`` comes with overrides; at ``init``, if ``filter`` selects a
+        leaf that is neither a kernel (ndim >= 2) nor the ``bias`` beside a selected
+        one (the message names its path).
 
     Examples:
       Neuron 0's weights are spread (√3 ≈ 1.73), neuron 1's sit in one input (1.0):
