@@ -379,7 +379,11 @@ def masks_of(opt_state: Any) -> PyTree:
     pytree structure error, and ``jax.tree.leaves(masks)`` silently drops the ``None``
     leaves, so zipping it with ``jax.tree.leaves(params)`` pairs masks with the wrong
     leaves. :func:`dynprune.apply_masks`, :func:`dynprune.summary` and
-    ``dp.tree.scored_leaves`` handle ``None`` already.
+    ``dp.tree.scored_leaves`` handle ``None`` already. For NNX parameters (an
+    ``nnx.State``), an unpruned position holds an ``nnx.Param`` whose value is ``None``:
+    ``masks["fc"]["bias"] is None`` is False there, while ``jax.tree.leaves(masks,
+    is_leaf=dp.tree.is_none)`` still yields ``None`` for it (the ``Param`` is a pytree
+    node around the value).
 
     These are the masks of the last update; before the first, what the pruner's ``init``
     chose (for the scheduled recipes: everything kept until their first pruning step).
