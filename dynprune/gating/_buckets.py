@@ -170,7 +170,7 @@ class BucketRunner:
         self.widths = tuple(bucket_widths(buckets, c) for c in self.channels)
         self._gates = jax.jit(self._gate_pass)
         self._programs: dict[tuple[int, ...], tuple[Callable[..., jax.Array], PyTree]] = {}
-        self._compact: tuple[Callable[..., Any], list[PyTree]] | None = None
+        self._compact: Callable[..., Any] | None = None
 
     def _gate_pass(
         self, params: PyTree, x: jax.Array, density: Any
@@ -230,19 +230,23 @@ class BucketRunner:
         return jnp.asarray(out), bucket
 
     def _compact_pass(
-        self, params: PyTree, sliced: list[PyTree], x: jax.Array, density: Any
+        self, params: PyTree, x: jax.Array, density: Any
     ) -> tuple[jax.Array, jax.Array]:
         h, gates, bucket = self._gate_pass(params, x, density)
         widest = bucket.max(axis=0)
         n = len(self.widths[0])
         index = sum(widest[i] * n ** (len(self.widths) - 1 - i) for i in range(len(self.widths)))
 
-        def branch(k: int, key: tuple[int, ...]) -> Callable[..., jax.Array]:
+        # Each branch closes over its own sliced parameters (constants of the program):
+        # passed as operands, all |buckets|^L sets went into the conditional on every call,
+        # which cost XLA:CPU about as much as the narrow trunk itself at batch 1.
+        def branch(key: tuple[int, ...]) -> Callable[..., jax.Array]:
             narrow, widths = self._narrow(key)
-            return lambda ops: _run_trunk(narrow, widths, ops[0][k], ops[1], ops[2])
+            sliced = _slice_params(self.params, self.channels, widths)
+            return lambda ops: _run_trunk(narrow, widths, sliced, ops[0], ops[1])
 
-        branches = [branch(k, key) for k, key in enumerate(self._combos)]
-        return jax.lax.switch(index, branches, (sliced, h, gates)), widest
+        branches = [branch(key) for key in self._combos]
+        return jax.lax.switch(index, branches, (h, gates)), widest
 
     @functools.cached_property
     def _combos(self) -> list[tuple[int, ...]]:
@@ -268,12 +272,8 @@ class BucketRunner:
         """
         check_density(density)
         if self._compact is None:
-            sliced = [
-                _slice_params(self.params, self.channels, self._narrow(k)[1]) for k in self._combos
-            ]
-            self._compact = (jax.jit(self._compact_pass), sliced)
-        fn, sliced = self._compact
-        return fn(self.params, sliced, x, np.float32(density))
+            self._compact = jax.jit(self._compact_pass)
+        return self._compact(self.params, x, np.float32(density))
 
     def bucket_masks(self, bucket: Any) -> list[np.ndarray]:
         """Per gated layer, the bool [B, C_l] prefix masks of the widths the programs run."""
