@@ -24,6 +24,13 @@ over d, or a change of d at inference, compiles once.
   widths (chosen on the device by ``lax.switch``), with outputs equal to the masked
   computation; :func:`measure_skipping` times both against the masked computation,
   MAC ratios beside (:func:`format_skipping`).
+- Dynamic slimmable training (two stages): :func:`slimmable_loss` trains the trunk as a
+  supernet over its bucket widths (sandwich rule, in-place distillation);
+  :class:`WidthGate` picks one bucket per input from the stem features, trained on the
+  frozen supernet by :func:`width_gate_loss` (straight-through
+  :func:`gumbel_straight_through`, MACs of the chosen widths from :func:`bucket_macs`
+  penalised); :func:`width_gates` turns a choice into :class:`Gates` that
+  ``GatedCNN.trunk``, ``BucketRunner.run`` and the accounting take as they are.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -75,6 +82,14 @@ from dynprune.gating._gates import (
     topk_gate,
 )
 from dynprune.gating._linen import GatedConv, GatedDense, Predictor
+from dynprune.gating._slimmable import (
+    WidthGate,
+    bucket_macs,
+    gumbel_straight_through,
+    slimmable_loss,
+    width_gate_loss,
+    width_gates,
+)
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -88,7 +103,9 @@ __all__ = [
     "MACSummary",
     "Predictor",
     "SkippingLatency",
+    "WidthGate",
     "bucket_groups",
+    "bucket_macs",
     "bucket_widths",
     "check_buckets",
     "check_density",
@@ -98,6 +115,7 @@ __all__ = [
     "effective_macs",
     "format_skipping",
     "gate",
+    "gumbel_straight_through",
     "kept_count",
     "l1_penalty",
     "layer_macs",
@@ -106,7 +124,10 @@ __all__ = [
     "nnx",
     "pool",
     "prefix_gate",
+    "slimmable_loss",
     "summarize_macs",
     "threshold_gate",
     "topk_gate",
+    "width_gate_loss",
+    "width_gates",
 ]

@@ -134,6 +134,8 @@ class BucketRunner:
       per layer (the union of prefixes is a prefix): no host round trip, one dispatch.
       At batch 1 this is per example; at batch B every example runs the widest of its
       batch. It compiles all |buckets|^L widths into one program on first use.
+    - ``runner.run(h, gates)``: the per-example path for gates computed elsewhere, e.g.
+      a width gate's choice (:func:`dynprune.gating.width_gates`).
 
     Args:
       model: a :class:`GatedCNN` with ``mode="prefix"`` and ``buckets``.
@@ -213,21 +215,56 @@ class BucketRunner:
           ValueError: for a density outside (0, 1].
         """
         h, gates, bucket = self.gates(x, density)
+        return self._run(h, gates, bucket), bucket
+
+    def run(self, h: jax.Array, gates: Sequence[Gates]) -> tuple[jax.Array, np.ndarray]:
+        """Logits [B, classes] of stem features ``h`` under gates computed elsewhere (e.g.
+        :func:`dynprune.gating.width_gates` of a width gate's choice), bucket by bucket as
+        ``runner(x, d)`` runs its own, and each example's bucket [B, L].
+
+        Args:
+          h: stem features [B, ...] (``GatedCNN.features_of``).
+          gates: one :class:`Gates` per gated layer, each kept mask a prefix of one of the
+            layer's allowed widths.
+
+        Returns:
+          The logits (equal to ``GatedCNN.trunk``'s up to float summation order) and the
+          buckets, int [B, L].
+
+        Raises:
+          ValueError: if a kept mask is not a prefix of an allowed width.
+        """
+        gates = tuple(gates)
+        kept = [np.asarray(g.kept) for g in gates]
+        bucket = np.stack(
+            [
+                np.searchsorted(allowed, k.sum(axis=-1))
+                for allowed, k in zip(self.widths, kept, strict=True)
+            ],
+            axis=-1,
+        )
+        bucket = np.minimum(bucket, len(self.widths[0]) - 1).astype(np.int32)
+        masks = self.bucket_masks(bucket)
+        if not all(np.array_equal(k, m) for k, m in zip(kept, masks, strict=True)):
+            raise ValueError("every kept mask must be a prefix of one of its layer's widths")
+        return self._run(h, gates, bucket), bucket
+
+    def _run(self, h: jax.Array, gates: tuple[Gates, ...], bucket: np.ndarray) -> jax.Array:
         groups = (
             [(tuple(bucket[0].tolist()), None, 1)] if len(bucket) == 1 else bucket_groups(bucket)
         )
         if len(groups) == 1:
             fn, params = self._program(groups[0][0])
-            return fn(params, h, gates), bucket
+            return fn(params, h, gates)
         pending = []
         for key, idx, size in groups:
             padded = np.concatenate([idx, np.full(size - idx.size, idx[0])]).astype(np.int32)
             fn, params = self._program(key)
             pending.append((idx, fn(params, h, gates, padded)))
-        out = np.empty((x.shape[0], pending[0][1].shape[-1]), pending[0][1].dtype)
+        out = np.empty((h.shape[0], pending[0][1].shape[-1]), pending[0][1].dtype)
         for idx, result in pending:
             out[idx] = np.asarray(result)[: idx.size]
-        return jnp.asarray(out), bucket
+        return jnp.asarray(out)
 
     def _compact_pass(
         self, params: PyTree, x: jax.Array, density: Any
