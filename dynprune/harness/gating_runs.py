@@ -931,7 +931,7 @@ def format_table(rows: Iterable[Mapping[str, Any]], config: Config) -> str:
             err = 100 * np.array([r["error"] for r in mine])
             sd = f" ± {err.std(ddof=1):.2f}" if len(err) > 1 else ""
             delta = err.mean() - 100 * np.mean(base) if base else math.nan
-            arch = mine[0].get("architecture", "")
+            arch = " / ".join(dict.fromkeys(r.get("architecture", "") for r in mine))
             density = "" if mine[0]["density"] is None else f"{mine[0]['density']:g}"
             lines.append(
                 f"| {dataset} | {method} | {density} | {len(mine)} | {err.mean():.2f}{sd} "
