@@ -76,8 +76,8 @@ def reconstruct(
       >>> from dynprune.harness import data, train
       >>> from dynprune.harness.config import Phase
       >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
-      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
-      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"][None])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"][None]
       >>> rng = np.random.default_rng(0)
       >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
       >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
@@ -135,8 +135,8 @@ def fit(
       >>> from dynprune.harness import data, train
       >>> from dynprune.harness.config import Phase
       >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
-      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
-      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"][None])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"][None]
       >>> rng = np.random.default_rng(0)
       >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
       >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
@@ -213,8 +213,8 @@ def speedups(
       >>> from dynprune.harness import data, train
       >>> from dynprune.harness.config import Phase
       >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
-      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
-      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"][None])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"][None]
       >>> rng = np.random.default_rng(0)
       >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
       >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
@@ -307,8 +307,8 @@ def retrain(
       >>> from dynprune.harness import data, train
       >>> from dynprune.harness.config import Phase
       >>> def apply_fn(p, x):  # a 784-4-10 MLP, as Flax's Dense layers would compute it
-      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"])
-      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+      ...     h = jax.nn.relu(x.reshape(len(x), -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"][None])
+      ...     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"][None]
       >>> rng = np.random.default_rng(0)
       >>> normal = lambda *shape: rng.normal(0, 0.1, shape).astype(np.float32)
       >>> params = {"fc1": {"kernel": normal(784, 4), "bias": normal(4)},
