@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "cost",
     "flops",
     "format_cost",
+    "interleaved_medians",
     "latency",
     "leaf_cost",
 ]
@@ -386,6 +388,46 @@ class LatencyComparison(NamedTuple):
     baseline: str
 
 
+def interleaved_medians(
+    calls: Mapping[str, Callable[[], Any]], *, reps: int, warmup: int
+) -> dict[str, float]:
+    """Median seconds of zero-argument calls, timed interleaved.
+
+    Each call is made ``warmup`` times untimed, then the calls are timed in ``reps``
+    rounds; round r calls them in the order rotated by r, so drift in the machine's load
+    and clock falls on all of them alike. One call is timed from dispatch to
+    ``jax.block_until_ready`` of its outputs. The calls need not be jitted (e.g. a path
+    that syncs with the host and dispatches several programs).
+
+    Args:
+      calls: ``{name: fn}``; ``fn()`` is one call.
+      reps: timed rounds (>= 1).
+      warmup: untimed calls per candidate first (>= 0).
+
+    Returns:
+      ``{name: median seconds per call}``.
+
+    Examples:
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> x = jnp.ones((64, 64))
+      >>> medians = dp.stats.interleaved_medians({"a": lambda: x + 1, "b": lambda: x @ x},
+      ...                                        reps=3, warmup=1)
+      >>> sorted(medians), all(m > 0 for m in medians.values())
+      (['a', 'b'], True)
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            jax.block_until_ready(calls[name]())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def compare_latency(
     calls: Mapping[str, tuple[Callable[..., Any], Sequence[Any]]],
     *,
@@ -432,17 +474,8 @@ def compare_latency(
     compiled = {}
     for name, (fn, args) in calls.items():
         args = tuple(args)
-        compiled[name] = (jax.jit(fn).lower(*args).compile(), args)
-        for _ in range(warmup):
-            jax.block_until_ready(compiled[name][0](*args))
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, args = compiled[name]
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+        compiled[name] = functools.partial(jax.jit(fn).lower(*args).compile(), *args)
+    medians = interleaved_medians(compiled, reps=reps, warmup=warmup)
     speedups = {name: medians[baseline] / m for name, m in medians.items()}
     return LatencyComparison(medians=medians, speedups=speedups, baseline=baseline)
 

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -41,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynprune import stats
 from dynprune.gating._accounting import dense_macs, effective_macs
 from dynprune.gating._cnn import GatedCNN, layer_macs
 from dynprune.gating._gates import Gates, bucket_widths, check_buckets, check_density
@@ -394,22 +393,6 @@ class SkippingLatency(NamedTuple):
         return self.macs_masked / self.macs_compact
 
 
-def _medians(calls: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dict[str, float]:
-    """Median seconds of zero-argument calls timed interleaved (round r starts at call r),
-    as :func:`dynprune.stats.compare_latency` times jitted ones."""
-    for fn in calls.values():
-        for _ in range(warmup):
-            jax.block_until_ready(fn())
-    names = list(calls)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            jax.block_until_ready(calls[name]())
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 @functools.cache
 def _reference_programs(model: GatedCNN) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """Jitted masked and dense logits of ``model`` (one pair per model, reused across
@@ -437,8 +420,8 @@ def measure_skipping(
     on the host) and ``runner.compact(x, density)`` (the batch's widest widths, chosen on
     the device). Compilation is excluded (warm-up calls compile every program this batch
     needs); the four are timed interleaved, each call up to ``block_until_ready``.
-    :func:`dynprune.stats.compare_latency` jits what it times, which the host-driven path
-    is not, so the same interleaved timing is done here without the jit.
+    The host-driven path cannot be jitted, so the timing is
+    :func:`dynprune.stats.interleaved_medians` (what ``compare_latency`` times jitted calls with).
 
     Args:
       model: a prefix-mode :class:`GatedCNN`.
@@ -482,15 +465,15 @@ def measure_skipping(
         return float(effective_macs(layer_macs(model, params, masks, example))[0])
 
     executed = sum(size * macs_at(key) for key, _, size in bucket_groups(bucket))
-    medians = _medians(
+    medians = stats.interleaved_medians(
         {
             "masked": lambda: masked_fn(params, x, d),
             "dense": lambda: dense_fn(params, x),
             "skipping": lambda: runner(x, density)[0],
             "compact": lambda: runner.compact(x, density)[0],
         },
-        reps,
-        max(warmup, 1),
+        reps=reps,
+        warmup=max(warmup, 1),
     )
     return SkippingLatency(
         batch=int(x.shape[0]),

@@ -33,6 +33,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -440,18 +441,9 @@ def _channel_masks(params: Any, widths: Sequence[int]) -> Any:
         return path.startswith("gated_") and path.endswith("layer/kernel")
 
     norms = dp.scores.group_norm(params, ord=1, filter=keep)
-    layer = {f"gated_{i}/layer/kernel": w for i, w in enumerate(widths)}
-
-    def mask(path: str, score: Any) -> Any:
-        if score is None:
-            return None
-        n = score.shape[-1]
-        order = np.argsort(-np.asarray(score).reshape(-1), kind="stable")
-        m = np.zeros(n, bool)
-        m[order[: layer[path]]] = True
-        return jnp.asarray(m.reshape(score.shape))
-
-    masks = dp.tree.map_with_path(mask, norms)
+    width = {f"gated_{i}/layer/kernel": w for i, w in enumerate(widths)}
+    drop = dp.tree.map_scored(lambda path, n: 1.0 - width[path] / n.shape[-1], norms)
+    masks = dp.masks.structured(norms, drop)
     return dp.masks.with_bias(masks, params)
 
 
@@ -459,21 +451,13 @@ def _latency_b1(
     calls: Mapping[str, Callable[[jax.Array], Any]], images: np.ndarray, reps: int
 ) -> dict[str, float]:
     """Per call name, Σ over ``images`` of the median seconds of one call on that image
-    alone; the calls are timed interleaved, in an order rotated every round."""
-    names = list(calls)
-    totals = dict.fromkeys(names, 0.0)
+    alone (:func:`dynprune.stats.interleaved_medians`, one untimed call first)."""
+    totals = dict.fromkeys(calls, 0.0)
     for image in images:
         x = jnp.asarray(image[None])
-        for fn in calls.values():
-            jax.block_until_ready(fn(x))  # compiles, or warms the bucket's program
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(reps):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
-                jax.block_until_ready(calls[name](x))
-                times[name].append(time.perf_counter() - start)
-        for name in names:
-            totals[name] += float(np.median(times[name]))
+        bound = {name: functools.partial(fn, x) for name, fn in calls.items()}
+        for name, median in dp.stats.interleaved_medians(bound, reps=reps, warmup=1).items():
+            totals[name] += median
     return totals
 
 
