@@ -15,7 +15,7 @@ Examples:
   >>> checks.RANGES["target"]
   Range(low=0.0, high=1.0, integer=False)
   >>> sorted(checks.RANGES)
-  ['alpha', 'gamma', 'initial', 'iter_stop', 'power', 'target', 'threshold']
+  ['alpha', 'gamma', 'initial', 'inputs', 'iter_stop', 'power', 'target', 'threshold', 'units']
 """
 
 from __future__ import annotations
@@ -66,13 +66,23 @@ RANGES: Mapping[str, Range] = {
     "gamma": Range(0.0),
     "power": Range(0.0),
     "iter_stop": Range(0.0, integer=True),
+    "units": Range(0.0, 1.0),
+    "inputs": Range(0.0, 1.0),
 }
 """Range of each named hyperparameter (:class:`Range`); any other name: a finite number.
 
 One name, one concept across all algorithms: ``target``, ``initial`` and ``alpha`` in
-[0, 1]; ``threshold``, ``gamma`` and ``power`` >= 0; ``iter_stop`` an integer >= 0.
+[0, 1]; ``threshold``, ``gamma`` and ``power`` >= 0; ``iter_stop`` an integer >= 0;
+``units`` and ``inputs`` (the fractions of units and of input features
+:func:`dynprune.algorithms.structured_gmp` drops) in [0, 1]. A per-layer hyperparameter
+``"<name>:<regex>"`` (e.g. ``"units:fc1"``) has the range of ``<name>``.
 A plain dict has no docstring of its own; the module's example shows it in use.
 """
+
+
+def _range_of(name: str) -> Range:
+    """The range of hyperparameter ``name``; ``"units:fc1"`` has the range of ``units``."""
+    return RANGES.get(name.partition(":")[0], Range())
 
 
 def _range_text(r: Range) -> str:
@@ -180,7 +190,7 @@ def hyperparams(values: Mapping[str, Any]) -> None:
     for name, value in values.items():
         if isinstance(value, jax.core.Tracer):
             continue
-        r = RANGES.get(name, Range())
+        r = _range_of(name)
         what = f"hyperparameter {name!r} must be {_range_text(r)}, got {value!r}"
         if isinstance(value, bool | np.bool_ | str | bytes) or value is None:
             raise TypeError(what)
@@ -218,7 +228,7 @@ def invalid(values: Mapping[str, jax.Array]) -> jax.Array:
     """
     bad = jnp.zeros([], bool)
     for name, value in values.items():
-        r = RANGES.get(name, Range())
+        r = _range_of(name)
         x = jnp.asarray(value, jnp.float32)
         out = ~jnp.isfinite(x) | (x < r.low) | (x > r.high)
         if r.integer:

@@ -250,3 +250,65 @@ def test_gmp_on_real_mnist_reaches_target_and_learns(mnist_train, mnist_test):
 def test_gmp_reaches_its_target_when_the_ramp_is_not_a_multiple_of_the_cadence():
     _, _, dropped = masks_after(dp.algorithms.gmp(0.5, begin=0, end=13, every=5), 15)
     assert dropped[12] < 320 and dropped[13] == 320 and dropped[14] == 320
+
+
+def _drop_lowest(norms, fraction):
+    """NumPy reference: True where kept, the round(f·n) lowest norms dropped."""
+    k = reference.count_to_drop(fraction, norms.size)
+    keep = np.ones(norms.size, bool)
+    keep[np.argsort(norms, kind="stable")[:k]] = False
+    return keep
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (3, 3, 6, 8)])
+def test_structured_gmp_drops_lowest_norm_units_and_inputs_like_numpy(shape):
+    w = np.asarray(jax.random.normal(jax.random.key(1), shape))
+    params = {
+        "l1": {"kernel": jnp.asarray(w), "bias": jnp.ones(shape[-1])},
+        "l2": {"kernel": jnp.ones((shape[-1], 3)), "bias": jnp.zeros(3)},
+    }
+    pruner = dp.algorithms.structured_gmp({"l1": 0.4}, begin=0, end=1, inputs={"l1": 0.5})
+    tx = dp.prune(optax.sgd(0.0), pruner)
+    state = tx.init(params)
+    for _ in range(2):  # the ramp reaches 1 at step 1
+        _, state = jax.jit(tx.update)(params, state, params)
+    masks = dp.masks_of(state)
+    axes = tuple(range(w.ndim - 2))
+    units = _drop_lowest(np.sqrt((w**2).sum(axis=(*axes, w.ndim - 2))), 0.4)
+    inputs = _drop_lowest(np.sqrt((w**2).sum(axis=(*axes, w.ndim - 1))), 0.5)
+    expected = inputs[:, None] & units[None, :]
+    np.testing.assert_array_equal(masks["l1"]["kernel"], np.broadcast_to(expected, shape))
+    np.testing.assert_array_equal(masks["l1"]["bias"], units)
+    assert masks["l2"]["kernel"] is None and masks["l2"]["bias"] is None
+
+
+def test_structured_gmp_ramps_its_fractions_and_changes_them_without_recompiling():
+    params = init_params()
+    pruner = dp.algorithms.structured_gmp({"fc1": 0.5}, begin=0, end=4, every=2)
+    tx = dp.prune(optax.sgd(0.0), pruner)
+    update = jax.jit(tx.update)
+    n_out = params["fc1"]["kernel"].shape[-1]
+
+    def dropped_units(state, steps):
+        for _ in range(steps):
+            _, state = update(params, state, params)
+        return int((~np.asarray(dp.masks_of(state)["fc1"]["bias"])).sum())
+
+    ramp = 1 - (1 - 2 / 4) ** 3  # p_t at the update of step 2
+    assert dropped_units(tx.init(params), 3) == reference.count_to_drop(0.5 * ramp, n_out)
+    state = dp.set_hyperparams(tx.init(params), **{"units:fc1": 0.75})
+    assert dropped_units(state, 5) == reference.count_to_drop(0.75, n_out)
+    assert update._cache_size() == 1
+
+
+def test_structured_gmp_refuses_bad_arguments_by_name():
+    with pytest.raises(ValueError, match="neither"):
+        dp.algorithms.structured_gmp({}, begin=0, end=10)
+    with pytest.raises(ValueError, match=r"inputs\['fc1'\] must be .* \[0, 1\], got 1.5"):
+        dp.algorithms.structured_gmp({}, begin=0, end=10, inputs={"fc1": 1.5})
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.structured_gmp({"conv9": 0.5}, 0, 10))
+    with pytest.raises(ValueError, match="units pattern 'conv9' matches no kernel; kernels: fc1"):
+        tx.init(init_params())
+    tx = dp.prune(optax.sgd(0.1), dp.algorithms.structured_gmp({"fc1": 0.5}, 0, 10))
+    with pytest.raises(ValueError, match=r"'units:fc1' must be .* \[0, 1\], got 2"):
+        dp.set_hyperparams(tx.init(init_params()), **{"units:fc1": 2})

@@ -16,6 +16,7 @@ from dynprune.algorithms.sensitivity import sensitivity
 from dynprune.algorithms.snip import snip, snip_masks
 from dynprune.algorithms.sparse_training import dynamic_sparse, rigl, sparse_evolutionary
 from dynprune.algorithms.straight_through import straight_through
+from dynprune.algorithms.structured_gmp import structured_gmp
 from dynprune.algorithms.threshold import threshold
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "snip_masks",
     "sparse_evolutionary",
     "straight_through",
+    "structured_gmp",
     "threshold",
 ]

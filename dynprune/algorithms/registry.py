@@ -25,6 +25,7 @@ from dynprune.algorithms.random import random
 from dynprune.algorithms.sensitivity import sensitivity
 from dynprune.algorithms.snip import snip
 from dynprune.algorithms.sparse_training import rigl, sparse_evolutionary
+from dynprune.algorithms.structured_gmp import structured_gmp
 from dynprune.algorithms.threshold import threshold
 from dynprune.pruner import Pruner
 
@@ -44,6 +45,7 @@ _FACTORIES: dict[str, Callable[..., Pruner]] = {
     "sensitivity": sensitivity,
     "set": sparse_evolutionary,
     "snip": snip,
+    "structured_gmp": structured_gmp,
     "threshold": threshold,
 }
 

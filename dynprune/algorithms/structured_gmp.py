@@ -1,0 +1,175 @@
+"""Gradual structured magnitude pruning of units and input features, toward an architecture.
+
+Rule: every Δt steps from t0 to t0 + nΔt, for each matching kernel W (Dense ``(in, out)``
+or conv ``(h, w, in, out)``) keep the (1 − u_l · p_t) output units with the largest
+incoming L2 norm ‖W[..., :, j]‖₂ and the (1 − v_l · p_t) input features with the largest
+outgoing L2 norm ‖W[..., i, :]‖₂, where
+
+    p_t = 1 − (1 − (t − t0)/(nΔt))³
+
+is Zhu & Gupta's cubic ramp from 0 to 1, and u_l, v_l are the layer's final fractions. A
+pruned unit takes its bias with it. Units (Li et al. 2017's filter norms) and input
+features (the rows of the first kernel: pixels; of a kernel after a flatten: positions
+h, w, c) are what :func:`dynprune.surgery.reconstruct` removes, so the run ends in a mask
+from which a physically smaller model is built; the papers' architectures
+(``"97-71-33"``) count exactly these.
+
+References:
+  Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
+  compression", arXiv:1710.01878, 2017; Li, Kadav, Durdanovic, Samet & Graf, "Pruning
+  Filters for Efficient ConvNets", ICLR 2017; Louizos, Welling & Kingma, "Learning Sparse
+  Neural Networks through L0 Regularization", ICLR 2018 (input features counted in the
+  architecture).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dynprune import checks, masks, schedules
+from dynprune import tree as tree_lib
+from dynprune.algorithms.scheduled import target_ramp
+from dynprune.pruner import Context, Pruner, PyTree
+
+__all__ = ["structured_gmp"]
+
+_AXES = {"units": -1, "inputs": -2}
+
+
+def structured_gmp(
+    units: Mapping[str, float],
+    begin: int,
+    end: int,
+    every: int = 100,
+    *,
+    inputs: Mapping[str, float] | None = None,
+    filter: tree_lib.Filter | None = None,
+) -> Pruner:
+    """Gradual pruning of whole output units and input features of the matching kernels.
+
+    Rule: at each update step t, each kernel whose path matches a pattern of ``units``
+    (first match, ``re.search``) keeps its (1 − u · p_t) output units of largest incoming
+    L2 norm, and each kernel matching a pattern of ``inputs`` keeps its (1 − v · p_t) input
+    features (rows; input channels of a conv) of largest outgoing L2 norm, with
+    p_t = 1 − (1 − (t − t0)/(nΔt))³ (Zhu & Gupta's ramp, 0 at ``begin``, 1 at ``end``)
+    and exactly round(u · p_t · n_out) units and round(v · p_t · n_in) features dropped.
+    Norms are taken of w ⊙ m, so a pruned unit or feature scores 0 and stays pruned.
+
+    The cadence is :func:`gmp`'s: updates at ``begin``, every ``every`` steps, and at
+    ``end``; after ``end`` the masks no longer change. Hard mode: pruned weights are
+    exactly 0. A unit's bias (the ``bias`` beside its kernel) is pruned with it.
+
+    Args:
+      units: ``{regex: u}``: fraction u in [0, 1] of the output units dropped by ``end``
+        in each kernel whose path matches (e.g. ``{"fc1": 0.77, "fc2": 0.7}``). A kernel
+        matching no pattern keeps all its units (e.g. the output layer). Each u is the
+        hyperparameter ``"units:<regex>"`` (``dp.set_hyperparams`` changes it).
+      begin: t0, the first update step (an integer >= 0).
+      end: the step where every fraction is reached (an integer > ``begin``).
+      every: Δt, steps between updates (an integer >= 1; default 100).
+      inputs: ``{regex: v}``: fraction v in [0, 1] of the input features dropped by
+        ``end`` in each matching kernel (e.g. ``{"fc1": 0.87}`` drops 87% of the pixels
+        a LeNet-300-100 reads). Hyperparameters ``"inputs:<regex>"``. Default: none.
+      filter: which leaves may be pruned; default :func:`dynprune.tree.kernels` (ndim >= 2).
+
+    Returns:
+      A hard-mode :class:`dynprune.pruner.Pruner`.
+
+    Raises:
+      TypeError: if a step argument is not an integer or a fraction is not a number.
+      ValueError: if both tables are empty, a fraction is not in [0, 1], ``begin < 0``,
+        ``every < 1`` or ``end <= begin`` (the message names the argument and value); at
+        ``init``, if a pattern matches no kernel (the message lists the kernels).
+
+    Examples:
+      A 6-4-2 MLP: half of the hidden units and a third of the inputs go by step 1 (the
+      ramp is at 0 at step 0):
+
+      >>> import jax, jax.numpy as jnp, optax, dynprune as dp
+      >>> params = {"fc1": {"kernel": jnp.arange(1.0, 25.0).reshape(6, 4), "bias": jnp.ones(4)},
+      ...           "fc2": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}
+      >>> pruner = dp.algorithms.structured_gmp({"fc1": 0.5}, begin=0, end=1,
+      ...                                       inputs={"fc1": 1 / 3})
+      >>> tx = dp.prune(optax.sgd(0.0), pruner)
+      >>> state = tx.init(params)
+      >>> for step in range(2):
+      ...     _, state = tx.update(params, state, params)
+      >>> m = dp.masks_of(state)["fc1"]
+      >>> m["bias"].tolist(), m["kernel"].any(axis=1).tolist()
+      ([False, False, True, True], [False, False, True, True, True, True])
+    """
+    tables = {"units": dict(units), "inputs": dict(inputs or {})}
+    if not tables["units"] and not tables["inputs"]:
+        raise ValueError("structured_gmp needs a fraction in units or inputs, got neither")
+    hyperparams = {}
+    for kind, table in tables.items():
+        for pattern, fraction in table.items():
+            name = f"{kind}:{pattern}"
+            hyperparams[name] = checks.real(f"{kind}[{pattern!r}]", fraction, 0.0, 1.0)
+    _, cadence = target_ramp(begin, end, every)
+    progress = schedules.polynomial(1.0, begin, end)
+
+    rules = {kind: [(re.compile(k), f"{kind}:{k}") for k in t] for kind, t in tables.items()}
+
+    def match(kind: str, path: str) -> str | None:
+        """The hyperparameter of the first ``kind`` pattern found in ``path``, if any."""
+        return next((name for pattern, name in rules[kind] if pattern.search(path)), None)
+
+    def masks_at(params: PyTree, hp: Any, p: jax.Array) -> PyTree:
+        """Kernels: kept units ∧ kept inputs (full shape); biases: their kernel's units."""
+        kernel_tree = tree_lib.map_scored(
+            lambda path, x: x if jnp.ndim(x) >= 2 else None, tree_lib.select(params, filter)
+        )
+
+        def kernel_mask(path: str, w: jax.Array) -> jax.Array | None:
+            keep, matched = jnp.ones(jnp.shape(w), bool), False
+            for kind, axis in _AXES.items():
+                name = match(kind, path)
+                if name is not None:
+                    norms = {"w": jnp.moveaxis(w, axis, -1)}
+                    m = masks.structured(norms, hp[name] * p, reduce="l2")["w"]
+                    keep, matched = keep & jnp.moveaxis(m, -1, axis), True
+            return keep if matched else None
+
+        by_path = dict(tree_lib.scored_leaves(tree_lib.map_scored(kernel_mask, kernel_tree)))
+
+        def leaf_mask(path: str, x: Any) -> jax.Array | None:
+            if path in by_path:
+                return by_path[path]
+            head, _, name = path.rpartition("/")
+            kernel = f"{head}/kernel" if head else "kernel"
+            if name == "bias" and kernel in by_path and match("units", kernel) is not None:
+                m = by_path[kernel]
+                return jnp.any(m, axis=tuple(range(m.ndim - 1))).reshape(jnp.shape(x))
+            return None
+
+        return tree_lib.map_with_path(leaf_mask, params)
+
+    def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, Any]:
+        del key
+        selected = tree_lib.scored_leaves(tree_lib.select(params, filter))
+        kernel_paths = [path for path, x in selected if jnp.ndim(x) >= 2]
+        for kind, table in tables.items():
+            for pattern in table:
+                if not any(re.search(pattern, path) for path in kernel_paths):
+                    raise ValueError(
+                        f"structured_gmp: {kind} pattern {pattern!r} matches no kernel; "
+                        f"kernels: {', '.join(kernel_paths)}"
+                    )
+        return masks_at(params, hp, jnp.asarray(0.0)), ()
+
+    def update(ctx: Context) -> tuple[PyTree, Any]:
+        # Hard mode: pruned weights are exactly 0, so they score 0 and stay pruned.
+        return masks_at(ctx.params, ctx.hyperparams, progress(ctx.step)), ctx.aux
+
+    return Pruner(
+        init=init,
+        should_update=lambda ctx: cadence(ctx.step),
+        update=update,
+        hyperparams=hyperparams,
+    )
