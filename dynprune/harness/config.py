@@ -443,10 +443,12 @@ def _check_pruner(spec: Mapping[str, Any]) -> None:
     unknown = sorted(set(spec) - {"algorithm"} - set(valid))
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown} for {name!r}; valid arguments: {valid}")
-    # Hyperparameter values are checked now, by name, before anything trains.
-    values = {
-        k: v for k, v in spec.items() if k in checks.RANGES and k not in algorithms.STEP_ARGUMENTS
-    }
+    # Hyperparameter values are checked now, by name, before anything trains; a per-layer
+    # table {regex: value} is checked entry by entry, as "<name>:<regex>".
+    values = {}
+    for k, v in spec.items():
+        if k in checks.RANGES and k not in algorithms.STEP_ARGUMENTS:
+            values |= {f"{k}:{p}": x for p, x in v.items()} if isinstance(v, Mapping) else {k: v}
     try:
         checks.hyperparams(values)
     except (TypeError, ValueError) as err:
