@@ -312,3 +312,28 @@ def test_structured_gmp_refuses_bad_arguments_by_name():
     tx = dp.prune(optax.sgd(0.1), dp.algorithms.structured_gmp({"fc1": 0.5}, 0, 10))
     with pytest.raises(ValueError, match=r"'units:fc1' must be .* \[0, 1\], got 2"):
         dp.set_hyperparams(tx.init(init_params()), **{"units:fc1": 2})
+
+
+def test_structured_gmp_taylor_ranks_groups_by_squared_gradient_weight_sums():
+    """Molchanov et al. 2019: a group's score is Σ over the batches since the last update
+    of (Σ_group g · w)²; a row that gets no gradient (a dead input) scores 0 and goes first."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 5)).astype(np.float32)
+    params = {"fc": {"kernel": jnp.asarray(w), "bias": jnp.zeros(5)}}
+    pruner = dp.algorithms.structured_gmp(
+        {"fc": 0.4}, begin=0, end=2, every=2, inputs={"fc": 0.5}, score="taylor"
+    )
+    tx = dp.prune(optax.sgd(0.0), pruner)
+    state = tx.init(params)
+    grads = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(3)]
+    grads[2][0] = grads[1][0] = 0.0  # input 0 gets no gradient after the first update
+    for g in grads:
+        _, state = tx.update(
+            {"fc": {"kernel": jnp.asarray(g), "bias": jnp.zeros(5)}}, state, params
+        )
+    # the update at step 2 ranks by the sums over steps 1 and 2 (step 0's update reset them)
+    units = sum(np.square((g * w).sum(axis=0)) for g in grads[1:])
+    inputs = sum(np.square((g * w).sum(axis=1)) for g in grads[1:])
+    expected = _drop_lowest(inputs, 0.5)[:, None] & _drop_lowest(units, 0.4)[None, :]
+    np.testing.assert_array_equal(dp.masks_of(state)["fc"]["kernel"], expected)
+    assert not expected[0].any()

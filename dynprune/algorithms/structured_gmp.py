@@ -1,32 +1,37 @@
-"""Gradual structured magnitude pruning of units and input features, toward an architecture.
+"""Gradual structured pruning of units and input features, toward an architecture.
 
 Rule: every Δt steps from t0 to t0 + nΔt, for each matching kernel W (Dense ``(in, out)``
-or conv ``(h, w, in, out)``) keep the (1 − u_l · p_t) output units with the largest
-incoming L2 norm ‖W[..., :, j]‖₂ and the (1 − v_l · p_t) input features with the largest
-outgoing L2 norm ‖W[..., i, :]‖₂, where
+or conv ``(h, w, in, out)``) keep the (1 − u_l · p_t) output units and the (1 − v_l · p_t)
+input features of highest score, where
 
     p_t = 1 − (1 − (t − t0)/(nΔt))³
 
-is Zhu & Gupta's cubic ramp from 0 to 1, and u_l, v_l are the layer's final fractions. A
-pruned unit takes its bias with it. Units (Li et al. 2017's filter norms) and input
-features (the rows of the first kernel: pixels; of a kernel after a flatten: positions
-h, w, c) are what :func:`dynprune.surgery.reconstruct` removes, so the run ends in a mask
+is Zhu & Gupta's cubic ramp from 0 to 1, and u_l, v_l are the layer's final fractions. The
+score of a group G (unit j: the column W[..., :, j]; input i: the row W[..., i, :]) is its
+L2 norm ‖W_G‖₂ (``"magnitude"``, Li et al. 2017) or the first-order Taylor estimate of the
+loss change when it is removed, summed over the batches b since the last update,
+Σ_b (Σ_{w ∈ G} g_b,w · w)² (``"taylor"``, Molchanov et al. 2019), which is 0 for a group
+that gets no gradient: an input that carries no signal, such as the rows of a kernel after
+a flatten that read a pruned conv channel. A pruned unit takes its bias with it. Units
+and input features (the rows of the first kernel: pixels; of a kernel after a flatten:
+positions h, w, c) are what :func:`dynprune.surgery.reconstruct` removes, so the run ends in a mask
 from which a physically smaller model is built; the papers' architectures
 (``"97-71-33"``) count exactly these.
 
 References:
   Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
   compression", arXiv:1710.01878, 2017; Li, Kadav, Durdanovic, Samet & Graf, "Pruning
-  Filters for Efficient ConvNets", ICLR 2017; Louizos, Welling & Kingma, "Learning Sparse
-  Neural Networks through L0 Regularization", ICLR 2018 (input features counted in the
-  architecture).
+  Filters for Efficient ConvNets", ICLR 2017; Molchanov, Mallya, Tyree, Frosio & Kautz,
+  "Importance Estimation for Neural Network Pruning", CVPR 2019; Louizos, Welling &
+  Kingma, "Learning Sparse Neural Networks through L0 Regularization", ICLR 2018 (input
+  features counted in the architecture).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -48,17 +53,20 @@ def structured_gmp(
     every: int = 100,
     *,
     inputs: Mapping[str, float] | None = None,
+    score: Literal["magnitude", "taylor"] = "magnitude",
     filter: tree_lib.Filter | None = None,
 ) -> Pruner:
     """Gradual pruning of whole output units and input features of the matching kernels.
 
     Rule: at each update step t, each kernel whose path matches a pattern of ``units``
-    (first match, ``re.search``) keeps its (1 − u · p_t) output units of largest incoming
-    L2 norm, and each kernel matching a pattern of ``inputs`` keeps its (1 − v · p_t) input
-    features (rows; input channels of a conv) of largest outgoing L2 norm, with
+    (first match, ``re.search``) keeps its (1 − u · p_t) output units of highest score,
+    and each kernel matching a pattern of ``inputs`` keeps its (1 − v · p_t) input
+    features (rows; input channels of a conv) of highest score, with
     p_t = 1 − (1 − (t − t0)/(nΔt))³ (Zhu & Gupta's ramp, 0 at ``begin``, 1 at ``end``)
     and exactly round(u · p_t · n_out) units and round(v · p_t · n_in) features dropped.
-    Norms are taken of w ⊙ m, so a pruned unit or feature scores 0 and stays pruned.
+    A group G's score is ‖W_G‖₂ (``score="magnitude"``) or Σ_b (Σ_{w ∈ G} g_b,w · w)²
+    over the batches since the last update (``score="taylor"``). Both are taken of
+    w ⊙ m, so a pruned unit or feature scores 0 and stays pruned.
 
     The cadence is :func:`gmp`'s: updates at ``begin``, every ``every`` steps, and at
     ``end``; after ``end`` the masks no longer change. Hard mode: pruned weights are
@@ -75,6 +83,9 @@ def structured_gmp(
       inputs: ``{regex: v}``: fraction v in [0, 1] of the input features dropped by
         ``end`` in each matching kernel (e.g. ``{"fc1": 0.87}`` drops 87% of the pixels
         a LeNet-300-100 reads). Hyperparameters ``"inputs:<regex>"``. Default: none.
+      score: ``"magnitude"`` (default: the group's L2 norm) or ``"taylor"`` (the summed
+        squared first-order Taylor estimate; the pruner then keeps one sum per group in
+        its state and adds each step's gradient to it).
       filter: which leaves may be pruned; default :func:`dynprune.tree.kernels` (ndim >= 2).
 
     Returns:
@@ -82,7 +93,8 @@ def structured_gmp(
 
     Raises:
       TypeError: if a step argument is not an integer or a fraction is not a number.
-      ValueError: if both tables are empty, a fraction is not in [0, 1], ``begin < 0``,
+      ValueError: if both tables are empty, a fraction is not in [0, 1], ``score`` is
+        unknown, ``begin < 0``,
         ``every < 1`` or ``end <= begin`` (the message names the argument and value); at
         ``init``, if a pattern matches no kernel (the message lists the kernels).
 
@@ -106,6 +118,8 @@ def structured_gmp(
     tables = {"units": dict(units), "inputs": dict(inputs or {})}
     if not tables["units"] and not tables["inputs"]:
         raise ValueError("structured_gmp needs a fraction in units or inputs, got neither")
+    if score not in ("magnitude", "taylor"):
+        raise ValueError(f"score must be 'magnitude' or 'taylor', got {score!r}")
     hyperparams = {}
     for kind, table in tables.items():
         for pattern, fraction in table.items():
@@ -120,23 +134,29 @@ def structured_gmp(
         """The hyperparameter of the first ``kind`` pattern found in ``path``, if any."""
         return next((name for pattern, name in rules[kind] if pattern.search(path)), None)
 
-    def masks_at(params: PyTree, hp: Any, p: jax.Array) -> PyTree:
-        """Kernels: kept units ∧ kept inputs (full shape); biases: their kernel's units."""
-        kernel_tree = tree_lib.map_scored(
-            lambda path, x: x if jnp.ndim(x) >= 2 else None, tree_lib.select(params, filter)
-        )
+    def groups(params: PyTree) -> list[tuple[str, str, int, jax.Array]]:
+        """``(hyperparameter, kernel path, axis, kernel)`` of each (kernel, kind) pruned."""
+        selected = tree_lib.scored_leaves(tree_lib.select(params, filter))
+        return [
+            (name, path, axis, w)
+            for path, w in selected
+            if jnp.ndim(w) >= 2
+            for kind, axis in _AXES.items()
+            if (name := match(kind, path)) is not None
+        ]
 
-        def kernel_mask(path: str, w: jax.Array) -> jax.Array | None:
-            keep, matched = jnp.ones(jnp.shape(w), bool), False
-            for kind, axis in _AXES.items():
-                name = match(kind, path)
-                if name is not None:
-                    norms = {"w": jnp.moveaxis(w, axis, -1)}
-                    m = masks.structured(norms, hp[name] * p, reduce="l2")["w"]
-                    keep, matched = keep & jnp.moveaxis(m, -1, axis), True
-            return keep if matched else None
+    def group_sum(x: jax.Array, axis: int) -> jax.Array:
+        """Σ of ``x`` over all axes but ``axis`` (kept, size 1 elsewhere)."""
+        return jnp.sum(x, axis=tuple(a for a in range(x.ndim) if a != x.ndim + axis), keepdims=True)
 
-        by_path = dict(tree_lib.scored_leaves(tree_lib.map_scored(kernel_mask, kernel_tree)))
+    def masks_at(params: PyTree, scores: tuple, hp: Any, p: jax.Array) -> PyTree:
+        """Kernels: kept units ∧ kept inputs (full shape); biases: their kernel's units.
+        ``scores``: one group score array per entry of ``groups(params)``, in order."""
+        by_path: dict[str, jax.Array] = {}
+        for (name, path, axis, w), score_ in zip(groups(params), scores, strict=True):
+            ranked = {"g": jnp.moveaxis(score_, axis, -1)}
+            keep = jnp.moveaxis(masks.structured(ranked, hp[name] * p)["g"], -1, axis)
+            by_path[path] = by_path.get(path, jnp.ones(jnp.shape(w), bool)) & keep
 
         def leaf_mask(path: str, x: Any) -> jax.Array | None:
             if path in by_path:
@@ -150,6 +170,9 @@ def structured_gmp(
 
         return tree_lib.map_with_path(leaf_mask, params)
 
+    def zero_sums(params: PyTree) -> tuple:
+        return tuple(jnp.zeros_like(group_sum(w, axis)) for _, _, axis, w in groups(params))
+
     def init(params: PyTree, hp: Any, key: jax.Array) -> tuple[PyTree, Any]:
         del key
         selected = tree_lib.scored_leaves(tree_lib.select(params, filter))
@@ -161,15 +184,32 @@ def structured_gmp(
                         f"structured_gmp: {kind} pattern {pattern!r} matches no kernel; "
                         f"kernels: {', '.join(kernel_paths)}"
                     )
-        return masks_at(params, hp, jnp.asarray(0.0)), ()
+        sums = zero_sums(params)
+        return masks_at(params, sums, hp, jnp.asarray(0.0)), sums if score == "taylor" else ()
+
+    def observe(ctx: Context) -> tuple:
+        """Taylor: add this batch's (Σ_group g · w)² to each group's sum."""
+        g = dict(tree_lib.scored_leaves(ctx.grads))
+        return tuple(
+            acc + jnp.square(group_sum(g[path] * w, axis))
+            for (_, path, axis, w), acc in zip(groups(ctx.params), ctx.aux, strict=True)
+        )
 
     def update(ctx: Context) -> tuple[PyTree, Any]:
-        # Hard mode: pruned weights are exactly 0, so they score 0 and stay pruned.
-        return masks_at(ctx.params, ctx.hyperparams, progress(ctx.step)), ctx.aux
+        # Pruned weights are exactly 0 (hard mode), so they score 0 and stay pruned.
+        if score == "taylor":
+            scores, aux = ctx.aux, zero_sums(ctx.params)
+        else:
+            scores = tuple(
+                jnp.sqrt(group_sum(jnp.square(w), axis)) for _, _, axis, w in groups(ctx.params)
+            )
+            aux = ctx.aux
+        return masks_at(ctx.params, scores, ctx.hyperparams, progress(ctx.step)), aux
 
     return Pruner(
         init=init,
         should_update=lambda ctx: cadence(ctx.step),
         update=update,
         hyperparams=hyperparams,
+        observe=observe if score == "taylor" else None,
     )
