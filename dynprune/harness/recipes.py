@@ -34,6 +34,7 @@ from dynprune.harness.config import RunConfig
 __all__ = [
     "PRE_PROTOCOL",
     "Recipe",
+    "format_structured_table",
     "format_table",
     "interval",
     "load",
@@ -64,6 +65,9 @@ class Recipe:
         number to compare with).
       published_compression: the published compression over the pruned weights alone (the
         papers' counting), or ``None`` (the default).
+      published_params: for a structured result, the parameters (biases included) of the
+        published smaller model, which the reconstructed model must undercut (rows'
+        ``reconstructed_params``), or ``None`` (the default).
 
     Examples:
       >>> from dynprune.harness.config import Phase, RunConfig
@@ -84,6 +88,7 @@ class Recipe:
     baseline: str | None = None
     published_error: float | None = None
     published_compression: float | None = None
+    published_params: int | None = None
 
 
 def load(path: str | os.PathLike) -> dict[str, Recipe]:
@@ -303,20 +308,29 @@ def protocol(recipe: Recipe) -> str:
     return "ours" if any(p is not None and p.shift for p in augmented) else "paper"
 
 
-def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float | None) -> str:
+def verdict(
+    recipe: Recipe,
+    errors: Sequence[float],
+    weights_compression: float | None,
+    params: float | None = None,
+) -> str:
     """How a final result compares with the published one, under the papers' protocol only.
 
     With mean error ē, the upper end u of its 95% t-interval (ē itself for one seed), the
     published error e_p and compression c_p (over the pruned weights, the papers' counting):
     ``"beats"`` if u < e_p, ``"meets"`` if ē <= e_p, ``"misses"`` otherwise — each only at a
-    weights-only compression >= c_p (else ``"misses"``); ``"ours"`` for an augmented recipe
+    weights-only compression >= c_p, and for a structured result only with fewer parameters
+    than the published model's p_p (else ``"misses"``); ``"ours"`` for an augmented recipe
     (not comparable) and ``""`` without a published number.
 
     Args:
-      recipe: the recipe (its ``published_error`` and ``published_compression``).
+      recipe: the recipe (its ``published_error``, ``published_compression`` and
+        ``published_params``).
       errors: test errors in percent, one per seed (1 to 31 of them).
       weights_compression: the mean compression over the pruned weights alone, or ``None``
         (unknown: ``"misses"`` when the recipe publishes a compression).
+      params: the largest parameter count of the reconstructed models over the seeds, or
+        ``None`` (unknown: ``"misses"`` when the recipe publishes a parameter count).
 
     Returns:
       ``"beats"``, ``"meets"``, ``"misses"``, ``"ours"`` or ``""``.
@@ -333,6 +347,12 @@ def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float 
       'meets'
       >>> verdict(recipe, [1.50, 1.52, 1.51], 50.0), verdict(recipe, [1.5, 1.6], 10.0)
       ('beats', 'misses')
+
+      A structured result must also undercut the published model's parameters:
+
+      >>> small = dataclasses.replace(recipe, published_compression=None, published_params=9674)
+      >>> verdict(small, [1.5, 1.52], None, 9500), verdict(small, [1.5, 1.52], None, 9674)
+      ('meets', 'misses')
     """
     if recipe.published_error is None:
         return ""
@@ -340,6 +360,10 @@ def verdict(recipe: Recipe, errors: Sequence[float], weights_compression: float 
         return "ours"
     if recipe.published_compression is not None and (
         weights_compression is None or weights_compression < recipe.published_compression
+    ):
+        return "misses"
+    if recipe.published_params is not None and (
+        params is None or params >= recipe.published_params
     ):
         return "misses"
     mean = float(np.mean(errors))
@@ -420,14 +444,81 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
         comp = np.mean([np.inf if r["compression"] is None else r["compression"] for r in mine])
         weights = [r.get("weights_compression") for r in mine]
         weights_mean = None if None in weights else float(np.mean(weights))
+        result = verdict(recipe, errors, weights_mean, _largest(mine, "reconstructed_params"))
         shown = "–" if weights_mean is None else f"{weights_mean:.1f}x"
         wall = np.mean([r["wall_s"] for r in mine])
         lines.append(
             f"| `{name}`{mark} | {protocol(recipe)} | {recipe.published} | {spread} | "
-            f"{versus} | {published} | {verdict(recipe, errors, weights_mean)} | "
+            f"{versus} | {published} | {result} | "
             f"{val:.2f}% | {comp:.1f}x | {shown} | {len(mine)} | {wall:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _largest(rows: Sequence[Mapping[str, Any]], field: str) -> float | None:
+    """The largest ``field`` over ``rows``; ``None`` if a row lacks it."""
+    values = [r.get(field) for r in rows]
+    return None if not values or None in values else max(values)
+
+
+def format_structured_table(
+    rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe]
+) -> str:
+    """The Markdown table of the structured recipes: the rebuilt model against the published one.
+
+    Per recipe with ``published_params`` that has final rows: the published result, the
+    reconstructed architecture in the papers' notation (units kept per position, input
+    features first; each distinct one over the seeds), the largest parameter count of the
+    reconstructed models (biases included) against the published model's, the test error
+    over seeds (mean, sample std, 95% t-interval), the :func:`verdict`, and the measured
+    inference speedup of the reconstructed model over the dense one on w ⊙ m (median over
+    seeds) at batch 1 and 256.
+
+    Args:
+      rows: result rows (:func:`rows_of` picks each recipe's final ones), with
+        ``architecture``, ``reconstructed_params``, ``test_error`` (a fraction) and
+        ``inference_speedup`` (``{"1": s, "256": s}``).
+      recipes: ``{name: Recipe}``, in the table's order.
+
+    Returns:
+      The table, a header line, a separator and one line per recipe shown, ending in a
+      newline; ``""`` when no recipe is shown.
+
+    Raises:
+      KeyError: a shown row lacks one of the fields above.
+
+    Examples:
+      >>> from dynprune.harness.config import Phase, RunConfig, to_dict
+      >>> recipe = Recipe(run=RunConfig(model="lenet300", prune=Phase(epochs=1, lr=1e-3)),
+      ...     published="97-71-33 at 1.6% (VIB)", target="", published_error=1.6,
+      ...     published_params=9674)
+      >>> rows = [{"recipe": "small", "config": to_dict(recipe.run), "mode": "final", "key": k,
+      ...     "test_error": e, "architecture": "100-64-40", "reconstructed_params": 9474,
+      ...     "inference_speedup": {"1": 1.2, "256": 7.0}} for k, e in [("a", .015), ("b", .016)]]
+      >>> print(format_structured_table(rows, {"small": recipe}).splitlines()[2])
+      | `small` | 97-71-33 at 1.6% (VIB) | 100-64-40 | 9,474 (9,674) | 1.55% ± 0.07 | 0.91–2.19% | meets | 1.2x | 7.0x |
+    """  # noqa: E501
+    lines = [
+        "| recipe | published | architecture | parameters (published) | test error (mean ± s) "
+        "| 95% interval | verdict | speedup b1 | speedup b256 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, recipe in recipes.items():
+        mine = rows_of(rows, name, recipe)
+        if recipe.published_params is None or not mine:
+            continue
+        errors = [100 * r["test_error"] for r in mine]
+        mean, s, half = interval(errors) if len(errors) > 1 else (errors[0], math.nan, math.nan)
+        params = _largest(mine, "reconstructed_params")
+        speedup = {b: np.median([r["inference_speedup"][b] for r in mine]) for b in ("1", "256")}
+        lines.append(
+            f"| `{name}` | {recipe.published} | "
+            f"{' / '.join(dict.fromkeys(r['architecture'] for r in mine))} | "
+            f"{params:,} ({recipe.published_params:,}) | {mean:.2f}% ± {s:.2f} | "
+            f"{mean - half:.2f}–{mean + half:.2f}% | {verdict(recipe, errors, None, params)} | "
+            f"{speedup['1']:.1f}x | {speedup['256']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
