@@ -44,7 +44,7 @@ def test_a_config_without_retrain_keeps_its_data_and_key():
 def test_a_config_with_retrain_round_trips_and_has_its_own_key():
     run = neurons(0.5)
     values = json.loads(json.dumps(config.to_dict(run)))
-    assert values["retrain"] == dataclasses.asdict(RETRAIN)
+    assert values["retrain"] == config.phase_dict(RETRAIN) and "distill" not in values["retrain"]
     assert config.from_dict(values) == run
     assert [name for name, _ in run.phases()] == ["prune", "retrain"]
     without = dataclasses.replace(run, retrain=None)
@@ -88,3 +88,34 @@ def test_nothing_to_remove_retrains_the_same_size_model(splits):
     assert row["reconstructed_val_error"] == pytest.approx(row["pruned_val_error"], abs=1e-9)
     assert 0 <= row["test_error"] < 1 and 0 <= row["pruned_test_error"] < 1
     assert row["status"] == "ok" and len(row["train_loss"]["retrain"]) == 1
+
+
+DISTILL = config.Phase(epochs=1, lr=1e-3, distill={"alpha": 0.7, "temperature": 3.0})
+
+
+def test_distill_is_checked_and_keyed_and_only_retrain_with_a_teacher_takes_it():
+    run = dataclasses.replace(neurons(0.5), pretrain=PRUNE, retrain=DISTILL)
+    values = json.loads(json.dumps(config.to_dict(run)))
+    assert values["retrain"]["distill"] == {"alpha": 0.7, "temperature": 3.0}
+    assert config.from_dict(values) == run
+    plain = dataclasses.replace(run, retrain=RETRAIN)
+    assert config.run_key(run, 0, test=False) != config.run_key(plain, 0, test=False)
+    with pytest.raises(ValueError, match=r"distill alpha must be a finite number in \[0, 1\]"):
+        config.Phase(epochs=1, lr=1e-3, distill={"alpha": 1.5, "temperature": 3.0})
+    with pytest.raises(ValueError, match="distill takes"):
+        config.Phase(epochs=1, lr=1e-3, distill={"alpha": 0.5})
+    with pytest.raises(ValueError, match=r"distill \(in retrain\) applies to .* pretrain"):
+        dataclasses.replace(neurons(0.5), retrain=DISTILL)
+    with pytest.raises(ValueError, match=r"distill \(in prune\)"):
+        dataclasses.replace(run, prune=dataclasses.replace(DISTILL, pruner=run.prune.pruner))
+
+
+def test_a_distilled_retrain_trains_on_the_teachers_soft_targets(splits):
+    """Same pruned model, same data order: only the retrain's loss differs."""
+    run = dataclasses.replace(neurons(0.5), pretrain=PRUNE, retrain=DISTILL)
+    plain = dataclasses.replace(run, retrain=RETRAIN)
+    distilled, reference = (experiment.run(r, 0, splits=splits) for r in (run, plain))
+    assert distilled["pruned_val_error"] == reference["pruned_val_error"]
+    assert distilled["train_loss"]["prune"] == reference["train_loss"]["prune"]
+    assert distilled["train_loss"]["retrain"] != reference["train_loss"]["retrain"]
+    assert distilled["status"] == "ok" and 0 <= distilled["val_error"] < 1

@@ -190,3 +190,21 @@ def test_mean_loss_is_the_loss_the_train_step_reports():
     step = train.make_train_step(apply_fn, optax.sgd(0.1))
     _, metrics = step(train.init_state(params, optax.sgd(0.1)), images, labels)
     np.testing.assert_allclose(expected, metrics["loss"], rtol=1e-6)
+
+
+def test_distillation_loss_against_a_numpy_computation():
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    labels = np.array([0, 3, 1, 4])
+    alpha, temperature = 0.6, 2.5
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p_t, p_s = softmax(teacher / temperature), softmax(student / temperature)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1)
+    ce = -np.log(softmax(student)[np.arange(4), labels])
+    expected = (1 - alpha) * ce + alpha * temperature**2 * kl
+    loss = train.distillation(lambda x: jnp.asarray(teacher), alpha, temperature)
+    np.testing.assert_allclose(loss(jnp.asarray(student), None, labels), expected, rtol=1e-5)

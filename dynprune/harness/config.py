@@ -37,12 +37,14 @@ __all__ = [
     "Phase",
     "RunConfig",
     "from_dict",
+    "phase_dict",
     "pruner_arguments",
     "run_key",
     "to_dict",
 ]
 
 OPTIMIZERS = ("adam", "sgd")
+DISTILL = {"alpha", "temperature"}
 SCHEDULES = ("cosine", "constant")
 
 
@@ -66,6 +68,10 @@ class Phase:
       momentum: SGD momentum, in [0, 1] (default 0.9; unused by Adam).
       shift: augmentation: random translations of up to ``shift`` pixels, an integer >= 0
         (default 0: none).
+      distill: ``{"alpha": α, "temperature": T}``: train on the distillation loss of
+        :func:`dynprune.harness.train.distillation` with the run's dense model as the
+        teacher, α in [0, 1], T > 0; retrain phase only. ``None`` (the default): plain
+        cross-entropy; left out of :func:`to_dict`, so configs without it keep their keys.
 
     Raises:
       ValueError: a number field out of its range (the message names the field and the
@@ -94,6 +100,7 @@ class Phase:
     weight_decay: float = 0.0
     momentum: float = 0.9
     shift: int = 0
+    distill: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         _check("Phase", checks.steps, "epochs", self.epochs, 0)
@@ -105,6 +112,14 @@ class Phase:
         _check_choice("schedule", self.schedule, SCHEDULES)
         if self.pruner is not None:
             _check_pruner(self.pruner)
+        if self.distill is not None:
+            if not isinstance(self.distill, Mapping) or set(self.distill) != DISTILL:
+                raise ValueError(
+                    "Phase: distill takes {'alpha': ..., 'temperature': ...}, "
+                    f"got {self.distill!r}"
+                )
+            _check("Phase", checks.real, "distill alpha", self.distill["alpha"], 0.0, 1.0)
+            _check("Phase", checks.real, "distill temperature", self.distill["temperature"], 1e-6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +231,12 @@ class RunConfig:
             raise ValueError("finetune keeps the prune phase's masks fixed: it takes no pruner")
         if self.retrain is not None and self.retrain.pruner is not None:
             raise ValueError("retrain trains the reconstructed model densely: it takes no pruner")
+        for name, phase in self.phases():
+            if phase.distill is not None and (name != "retrain" or self.pretrain is None):
+                raise ValueError(
+                    f"distill (in {name}) applies to the retrain phase of a run with a "
+                    "pretrain phase, whose dense model is the teacher"
+                )
 
     def phases(self) -> list[tuple[str, Phase]]:
         """``[(name, phase)]`` of the phases that exist, in the order they run.
@@ -260,14 +281,14 @@ _NESTED = {
     "init_masks": MaskInit,
 }
 # Fields added after rows were keyed: left out of the data while unset, so old keys stay.
-_OMITTED_WHEN_NONE = ("retrain",)
+_OMITTED_WHEN_NONE = ("retrain", "distill")
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
     """The config as JSON-ready data (nested dicts; pruner specs as plain dicts).
 
-    Every field is written, defaults included, except fields added to :class:`RunConfig`
-    after results were keyed (``retrain``): they are left out while they are ``None``, so a
+    Every field is written, defaults included, except fields added after results were keyed
+    (``retrain``, :class:`Phase`'s ``distill``): they are left out while they are ``None``, so a
     config that does not use them has the data, and the :func:`run_key`, it had before they
     existed.
 
@@ -283,17 +304,35 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
       ('adam', None, False)
     """
 
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        return value
+    return _plain(config)
 
-    values = plain(config)
-    return {k: v for k, v in values.items() if not (k in _OMITTED_WHEN_NONE and v is None)}
+
+def phase_dict(phase: Phase) -> dict[str, Any]:
+    """One phase as JSON-ready data, as :func:`to_dict` writes it (e.g. for a cache key).
+
+    Args:
+      phase: the phase.
+
+    Returns:
+      Its fields as a dict, ``distill`` left out while it is ``None``.
+
+    Examples:
+      >>> sorted(phase_dict(Phase(epochs=2, lr=1e-3)))  # doctest: +NORMALIZE_WHITESPACE
+      ['epochs', 'lr', 'momentum', 'optimizer', 'pruner', 'schedule', 'shift',
+       'weight_decay']
+    """
+    return _plain(phase)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+        return {k: _plain(v) for k, v in fields if not (k in _OMITTED_WHEN_NONE and v is None)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def from_dict(values: Mapping[str, Any]) -> RunConfig:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -76,7 +77,14 @@ from tqdm.auto import tqdm
 
 import dynprune as dp
 from dynprune.harness import cache, checkpoint, data, models, results, retrain, train
-from dynprune.harness.config import Phase, RunConfig, pruner_arguments, run_key, to_dict
+from dynprune.harness.config import (
+    Phase,
+    RunConfig,
+    phase_dict,
+    pruner_arguments,
+    run_key,
+    to_dict,
+)
 from dynprune.harness.optimizers import make_optimizer
 
 __all__ = ["Programs", "load_splits", "run", "run_points", "state_arguments"]
@@ -462,7 +470,7 @@ class _Points:
                 "examples": self.base.examples,
                 "batch_size": self.base.batch_size,
                 "seed": seed,
-                "phase": dataclasses.asdict(phase),
+                "phase": phase_dict(phase),
             }
         )
         path = cache.cache_dir("pretrained") / f"{self.base.model}-{key}.msgpack"
@@ -820,6 +828,9 @@ class _Points:
     def _retrain(self, row: dict[str, Any], state: train.TrainState, seed: int, test: bool) -> None:
         """The retrain phase of one point, after the (vmapped) phases before it: its fields
         and its record go into ``row``."""
+        teacher = None
+        if self.base.retrain.distill is not None:  # the dense model of this seed teaches
+            teacher = functools.partial(self.apply_fn, self.pretrained(seed))
         fields, epochs = retrain.retrain(
             self.apply_fn,
             state,
@@ -831,6 +842,7 @@ class _Points:
             example=EXAMPLE,
             eval_batch=EVAL_BATCH,
             progress=self.progress,
+            teacher=teacher,
         )
         row.update(fields)
         record: dict[str, Any] = {"train_loss": [[]], "trace": [[]], "diverged_at": [None]}

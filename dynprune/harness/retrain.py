@@ -107,6 +107,7 @@ def fit(
     batch_size: int,
     seed: int,
     progress: bool = False,
+    teacher: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[Any, list[list[dict[str, np.ndarray]]]]:
     """Trains the reconstructed model densely through ``phase``.
 
@@ -122,13 +123,16 @@ def fit(
       batch_size: images per step.
       seed: the run's seed (data order).
       progress: show a tqdm bar over the steps.
+      teacher: ``images -> logits`` of the dense model, for a phase with ``distill``
+        (the loss is then :func:`~dynprune.harness.train.distillation`'s).
 
     Returns:
       The trained parameters, and each epoch's per-step metrics (host ``{"loss",
       "accuracy"}`` dicts, as the harness's other phases record them).
 
     Raises:
-      ValueError: ``batch_size`` exceeds the training examples.
+      ValueError: ``batch_size`` exceeds the training examples, or the phase distills
+        without a ``teacher``.
 
     Examples:
       >>> import numpy as np, jax, optax, dynprune as dp
@@ -155,7 +159,12 @@ def fit(
     """
     per_epoch = len(train_data.labels) // batch_size
     tx = make_optimizer(phase, phase.epochs * per_epoch)
-    step = train.make_train_step(reconstruction.apply, tx)
+    loss = None
+    if phase.distill is not None:
+        if teacher is None:
+            raise ValueError(f"a phase with distill={dict(phase.distill)} needs a teacher")
+        loss = train.distillation(teacher, **phase.distill)
+    step = train.make_train_step(reconstruction.apply, tx, loss=loss)
     # The step donates its state: train a copy, so the reconstruction stays usable.
     state = train.init_state(jax.tree.map(jnp.copy, reconstruction.params), tx)
     epochs = []
@@ -271,6 +280,7 @@ def retrain(
     example: Any,
     eval_batch: int,
     progress: bool = False,
+    teacher: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[dict[str, Any], list[list[dict[str, np.ndarray]]]]:
     """Reconstruct a pruned run's model, measure it, retrain it, evaluate it.
 
@@ -285,6 +295,7 @@ def retrain(
       example: an input batch of the model's input shape for the surgery's trace.
       eval_batch: images per evaluation batch.
       progress: show a tqdm bar over the retrain's steps.
+      teacher: the dense model's ``images -> logits``, for a retrain phase with ``distill``.
 
     Returns:
       The row's fields — ``architecture`` (kept units per position, see
@@ -347,7 +358,13 @@ def retrain(
     first = next(data.batches(splits["train"], batch_size, seed=seed, epoch=0, shift=phase.shift))
     row.update(speedups(apply_fn, state, small, phase, first, splits["validation"]))
     params, epochs = fit(
-        small, phase, splits["train"], batch_size=batch_size, seed=seed, progress=progress
+        small,
+        phase,
+        splits["train"],
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        teacher=teacher,
     )
     row["val_error"] = error(params, "validation")
     if test:

@@ -26,6 +26,8 @@ from dynprune.harness.data import Dataset, batches, eval_batches
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 ForwardParams = Callable[[Any, Any], Any]
+LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+"""``loss(logits, images, labels) -> per-example losses`` (e.g. :func:`distillation`)."""
 
 
 class TrainState(NamedTuple):
@@ -114,12 +116,65 @@ def _identity(params: Any, opt_state: Any) -> Any:
     return params
 
 
+def _cross_entropy(logits: jax.Array, images: jax.Array, labels: jax.Array) -> jax.Array:
+    del images
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
 def _loss_and_logits(
-    apply_fn: ApplyFn, params: Any, images: jax.Array, labels: jax.Array
+    apply_fn: ApplyFn,
+    params: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    loss: LossFn = _cross_entropy,
 ) -> tuple[jax.Array, jax.Array]:
-    """Returns per-example softmax cross-entropy losses and the logits."""
+    """Returns per-example losses (softmax cross-entropy by default) and the logits."""
     logits = apply_fn(params, images)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels), logits
+    return loss(logits, images, labels), logits
+
+
+def distillation(
+    teacher: Callable[[jax.Array], jax.Array], alpha: float, temperature: float
+) -> LossFn:
+    """Knowledge distillation's per-example loss, for ``train_step``'s ``loss``.
+
+    With student logits z_s, the teacher's z_t = ``teacher(images)`` (no gradient), the label y
+    and p^T(z) = softmax(z / T):
+
+        ℓ = (1 − α) · CE(y, z_s) + α · T² · KL(p^T(z_t) ‖ p^T(z_s)).
+
+    The T² keeps the soft term's gradient on the scale of the hard one as T changes.
+
+    Args:
+      teacher: ``images -> logits`` of the teacher (e.g. the dense model before pruning).
+      alpha: α in [0, 1], the weight of the teacher's softened outputs (0: plain CE).
+      temperature: T > 0.
+
+    Returns:
+      ``loss(logits, images, labels) -> per-example losses``.
+
+    Examples:
+      A student that already matches its teacher pays only (1 − α) of its cross-entropy:
+
+      >>> import jax.numpy as jnp
+      >>> logits = jnp.array([[2.0, 0.0, -1.0]])
+      >>> loss = distillation(lambda x: logits, alpha=0.5, temperature=4.0)
+      >>> ce = _cross_entropy(logits, None, jnp.array([0]))
+      >>> bool(jnp.allclose(loss(logits, None, jnp.array([0])), 0.5 * ce))
+      True
+
+    References:
+      Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
+    """
+
+    def loss(logits: jax.Array, images: jax.Array, labels: jax.Array) -> jax.Array:
+        soft = jax.nn.softmax(jax.lax.stop_gradient(teacher(images)) / temperature)
+        student = jax.nn.log_softmax(logits / temperature)
+        kl = jnp.sum(soft * (jnp.log(jnp.clip(soft, 1e-30)) - student), axis=-1)
+        hard = _cross_entropy(logits, images, labels)
+        return (1.0 - alpha) * hard + alpha * temperature**2 * kl
+
+    return loss
 
 
 def mean_loss(apply_fn: ApplyFn, params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
@@ -151,13 +206,15 @@ def train_step(
     tx: optax.GradientTransformation,
     *,
     forward_params: ForwardParams | None = None,
+    loss: LossFn | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns the pure (unjitted) `step(state, images, labels) -> (state, metrics)`.
 
-    The loss is the mean softmax cross-entropy of `apply_fn(forward_params(params, opt_state),
-    images)`; its gradient with respect to the stored params goes through
-    `tx.update(grads, opt_state, params)` and `dynprune.apply_updates` (`optax.apply_updates`,
-    and exact zeros at pruned positions in hard mode). Jit it (as
+    The loss is the mean of `loss` (default: softmax cross-entropy) on the logits
+    `apply_fn(forward_params(params, opt_state), images)`; its gradient with respect to the
+    stored params goes through `tx.update(grads, opt_state, params)` and
+    `dynprune.apply_updates` (`optax.apply_updates`, and exact zeros at pruned positions in
+    hard mode). Jit it (as
     `make_train_step` does) or `vmap` it over a stack of states first.
 
     Args:
@@ -165,6 +222,8 @@ def train_step(
       tx: Any optax transformation (extra-args ones get no extra arguments).
       forward_params: Maps stored params and the optimizer state to the params the forward pass
         sees; defaults to the identity.
+      loss: `loss(logits, images, labels) -> per-example losses` (:data:`LossFn`, e.g.
+        :func:`distillation`); defaults to softmax cross-entropy.
 
     Returns:
       The step; `metrics` holds the batch's scalar `loss` and `accuracy`.
@@ -185,7 +244,7 @@ def train_step(
 
     def loss_fn(params, opt_state, images, labels):
         losses, logits = _loss_and_logits(
-            apply_fn, forward_params(params, opt_state), images, labels
+            apply_fn, forward_params(params, opt_state), images, labels, loss or _cross_entropy
         )
         return losses.mean(), logits
 
@@ -206,6 +265,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     forward_params: ForwardParams | None = None,
+    loss: LossFn | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns the jitted `step(state, images, labels) -> (state, metrics)` of `train_step`.
 
@@ -215,6 +275,7 @@ def make_train_step(
       apply_fn: `apply_fn(params, images) -> logits`, pure.
       tx: Any optax transformation (extra-args ones get no extra arguments).
       forward_params: As in `train_step`.
+      loss: As in `train_step`.
 
     Returns:
       The jitted step; `metrics` holds the batch's scalar `loss` and `accuracy`.
@@ -227,7 +288,8 @@ def make_train_step(
       >>> int(state.step), round(float(metrics["loss"]), 4)  # loss before the update: log 10
       (1, 2.3026)
     """
-    return jax.jit(train_step(apply_fn, tx, forward_params=forward_params), donate_argnums=0)
+    step = train_step(apply_fn, tx, forward_params=forward_params, loss=loss)
+    return jax.jit(step, donate_argnums=0)
 
 
 def make_eval_step(
