@@ -1,21 +1,28 @@
-"""Per-input pruning on MNIST and Fashion-MNIST: gated CNN vs dense vs static at equal MACs.
+"""Per-input pruning on MNIST and Fashion-MNIST: dynamic networks (FBS-gated or dynamic
+slimmable) vs dense vs static at equal MACs.
 
 A thin command line over ``dynprune.harness.gating_runs``; the experiment is the data in
-``--config`` (default ``experiments/gating.json``). Two stages, in order:
+``--config``: ``experiments/gating.json`` (default; the FBS-gated method, candidate
+densities) or ``experiments/gating-dsnet.json`` (the dynamic slimmable method, candidate
+MAC weights). Two stages, in order:
 
-  validation  per dataset, the dense run and one gated run per candidate density (selection
-              seed), evaluated on the 5,000 held-out training images; no test image is read.
-  test        per dataset, the density the validation rows choose (``choose_density``),
-              and per test seed the dense, gated and static runs, evaluated on the test set.
+  validation  per dataset, the dense run and one run per candidate setting of each dynamic
+              method (selection seed), evaluated on the 5,000 held-out training images; no
+              test image is read.
+  test        per dataset, the setting the validation rows choose for each dynamic method
+              (``gating_runs.choose``), and per test seed the dense run, the dynamic run and
+              the static run at its MACs, evaluated on the test set.
   table       print the test rows' table (also written next to ``--out`` as ``.md``).
 
-Rows go to ``--out`` once per run key: run the same command again after a kill and it goes
-on with the runs that are missing. ``--dataset`` restricts a stage to one dataset (two
-processes, one per dataset, may share ``--out``).
+Rows go to ``--out`` (default ``experiments/results/<config name>.jsonl``) once per run
+key: run the same command again after a kill and it goes on with the runs that are
+missing. ``--dataset`` restricts a stage to one dataset (two processes, one per dataset,
+may share ``--out``).
 
 Example:
   python experiments/gating.py validation
   python experiments/gating.py test
+  python experiments/gating.py validation --config experiments/gating-dsnet.json --dataset mnist
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("stage", choices=["validation", "test", "table"])
     p.add_argument("--config", type=Path, default=HERE / "gating.json")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "gating.jsonl")
+    p.add_argument("--out", type=Path, help="default: experiments/results/<config name>.jsonl")
     p.add_argument("--dataset", help="run one dataset of the config only")
     p.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = gating_runs.load_config(args.config)
+    if args.out is None:
+        args.out = HERE / "results" / f"{args.config.stem}.jsonl"
     if args.dataset is not None:
         if args.dataset not in config.datasets:
             p.error(f"--dataset {args.dataset!r} is not in the config's {config.datasets}")
@@ -49,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage != "table":
         for kwargs in gating_runs.plan(config, results.read_jsonl(args.out), args.stage):
             row = gating_runs.run(config, **kwargs, out=args.out, data_dir=args.data_dir)
+            run = " ".join(filter(None, (row["method"], gating_runs.setting_label(row))))
             log.info(
-                "%s %s seed %d (%s, d=%s): error %.2f%%, MAC ratio %.2fx, speedup b1 %.2fx",
-                row["dataset"], row["method"], row["seed"], row["split"], row["density"],
+                "%s %s seed %d (%s): error %.2f%%, MAC ratio %.2fx, speedup b1 %.2fx",
+                row["dataset"], run, row["seed"], row["split"],
                 100 * row["error"], row["mac_ratio"], row["speedup_b1"],
             )  # fmt: skip
     table = gating_runs.format_table(results.read_jsonl(args.out), config)

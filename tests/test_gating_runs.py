@@ -1,11 +1,13 @@
-"""The gating experiment: config checks, the selection rule, static widths and masks, and
-a whole (tiny) validation → test pass on real MNIST whose rows exist once."""
+"""The gating experiment: config checks, the selection rule, static widths and masks, a
+whole (tiny) validation → test pass on real MNIST whose rows exist once, and the dynamic
+slimmable method's runs (one supernet + gate, its static arm) on real MNIST."""
 
 import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,7 @@ import pytest
 
 import dynprune as dp
 from dynprune import gating
-from dynprune.harness import gating_runs, results
+from dynprune.harness import data, gating_runs, results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,18 +36,43 @@ def test_config_refuses_unknown_and_missing_fields_and_bad_values_by_name():
         tiny_config(densities=[0.5, 1.5])
     with pytest.raises(ValueError, match="unknown dataset 'cifar10'"):
         tiny_config(datasets=["cifar10"])
+    with pytest.raises(ValueError, match=r"mac_weight must be a finite number >= 0, got -1"):
+        tiny_config(mac_weights=[0.1, -1])
+    with pytest.raises(ValueError, match="no densities and no mac_weights"):
+        tiny_config(densities=[])
 
 
-def validation_row(config, method, density, error, mac_ratio, dataset="mnist"):
+def test_the_committed_gating_rows_keep_their_keys():
+    """The slimmable fields have defaults and stay out of keys without a MAC weight: the
+    FBS experiment's config loads unchanged and every row it wrote keeps its key."""
+    config = gating_runs.load_config(ROOT / "experiments" / "gating.json")
+    assert config.mac_weights == ()
+    rows = results.read_jsonl(ROOT / "experiments" / "results" / "gating.jsonl")
+    assert rows and all(
+        r["key"]
+        == gating_runs.run_key(
+            config, r["dataset"], r["method"], r["seed"], r["split"], r["density"]
+        )
+        for r in rows
+    )
+    dsnet = gating_runs.load_config(ROOT / "experiments" / "gating-dsnet.json")
+    assert dsnet.densities == () and len(dsnet.mac_weights) == 3
+    assert [r["method"] for r in gating_runs.plan(dsnet, [], "validation")[:4]] == [
+        "dense", "slimmable", "slimmable", "slimmable",
+    ]  # fmt: skip
+
+
+def validation_row(config, method, density, error, mac_ratio, dataset="mnist", mac_weight=None):
     seed = config.selection_seed
-    key = gating_runs.run_key(config, dataset, method, seed, "validation", density)
+    key = gating_runs.run_key(config, dataset, method, seed, "validation", density, mac_weight)
     return {
         "key": key, "experiment": "gating", "dataset": dataset, "method": method, "seed": seed,
-        "split": "validation", "density": density, "error": error, "mac_ratio": mac_ratio,
+        "split": "validation", "density": density, "mac_weight": mac_weight, "error": error,
+        "mac_ratio": mac_ratio,
     }  # fmt: skip
 
 
-def test_choose_density_takes_the_largest_mac_ratio_within_the_allowed_loss():
+def test_choose_takes_the_largest_mac_ratio_within_the_allowed_loss():
     config = tiny_config(densities=[0.5, 0.4, 0.3], max_loss=0.003)
     dense = validation_row(config, "dense", None, 0.010, 1.0)
     rows = [
@@ -54,17 +81,42 @@ def test_choose_density_takes_the_largest_mac_ratio_within_the_allowed_loss():
         validation_row(config, "gated", 0.4, 0.013, 2.6),  # exactly at the allowed loss
         validation_row(config, "gated", 0.3, 0.0131, 3.5),  # past it
     ]
-    assert gating_runs.choose_density(rows, config, "mnist") == 0.4
+    assert gating_runs.choose(rows, config, "mnist") == 0.4
     # none within the loss: the lowest validation error
     rows = [dense] + [
         validation_row(config, "gated", d, 0.05 - d / 100, 2.0) for d in (0.5, 0.4, 0.3)
     ]
-    assert gating_runs.choose_density(rows, config, "mnist") == 0.5
+    assert gating_runs.choose(rows, config, "mnist") == 0.5
     # rows of another configuration (a key that does not match) do not count
     other = dataclasses.replace(config, epochs=9)
     foreign = [validation_row(other, "gated", d, 0.0, 9.0) for d in (0.5, 0.4, 0.3)]
     with pytest.raises(ValueError, match=r"mnist: the validation runs are not finished"):
-        gating_runs.choose_density([dense, *foreign], config, "mnist")
+        gating_runs.choose([dense, *foreign], config, "mnist")
+
+
+def test_choose_a_mac_weight_by_the_same_rule_and_plan_both_methods():
+    config = tiny_config(densities=[0.5], mac_weights=[0.01, 0.1, 1.0], max_loss=0.003)
+    dense = validation_row(config, "dense", None, 0.010, 1.0)
+
+    def slim(mac_weight, error, mac_ratio, config=config):
+        return validation_row(config, "slimmable", None, error, mac_ratio, mac_weight=mac_weight)
+
+    rows = [dense, slim(0.01, 0.010, 1.5), slim(0.1, 0.012, 3.0), slim(1.0, 0.02, 7.0)]
+    assert gating_runs.choose(rows, config, "mnist", "slimmable") == 0.1
+    # a gate trained at another temperature is another run: its row does not count
+    other = dataclasses.replace(config, temperature=0.5)
+    rows = [*rows[:2], slim(0.1, 0.012, 3.0, config=other), rows[3]]
+    with pytest.raises(ValueError, match=r"slimmable runs missing: mac_weight in \[0.1\]"):
+        gating_runs.choose(rows, config, "mnist", "slimmable")
+    rows[2] = slim(0.1, 0.012, 3.0)
+    rows.append(validation_row(config, "gated", 0.5, 0.011, 2.0))
+    tests = gating_runs.plan(config, rows, "test")
+    assert [(r["method"], r.get("density"), r.get("mac_weight")) for r in tests[:5]] == [
+        ("dense", None, None), ("gated", 0.5, None), ("static", 0.5, None),
+        ("slimmable", None, 0.1), ("static", None, 0.1),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="method must be one of"):
+        gating_runs.choose(rows, config, "mnist", "static")
 
 
 def test_static_widths_are_the_closest_uniform_fraction_by_stats_cost():
@@ -149,7 +201,7 @@ def test_validation_then_test_on_real_mnist_rows_once(tmp_path, monkeypatch):
         ("dense", None, "validation"), ("gated", 0.5, "validation"), ("gated", 0.3, "validation"),
     ]  # fmt: skip
     config = gating_runs.load_config(config_path)
-    chosen = gating_runs.choose_density(rows, config, "mnist")
+    chosen = gating_runs.choose(rows, config, "mnist")
     printed = stage("test").stdout
     rows = results.read_jsonl(out)
     test_rows = [r for r in rows if r["split"] == "test"]
@@ -172,3 +224,100 @@ def test_validation_then_test_on_real_mnist_rows_once(tmp_path, monkeypatch):
     assert "| mnist | static |" in printed
     stage("test")  # a second run of a finished stage writes nothing
     assert len(results.read_jsonl(out)) == len(rows) == len(results.unique_rows(rows))
+
+
+@pytest.fixture(scope="module")
+def slimmable_runs(tmp_path_factory, tfds_dir):
+    """On 256 MNIST images, validated on 200, with two buckets (half and full width, to
+    compile few programs): one slimmable run (supernet, then a width gate at λ = 0.05) and
+    the static run at its MACs, in one results file; the dense run's
+    weights are stored untrained (the slimmable run times against them, the static run
+    prunes them). ``net``: the supernet and the gate the run stored."""
+    tmp = tmp_path_factory.mktemp("slimmable")
+    config = tiny_config(
+        buckets=[0.5, 1.0], densities=[], mac_weights=[0.05], gate_hidden=8, validation=200,
+        latency_examples=1, latency_reps=1,
+    )  # fmt: skip
+    model, store = config.model(), gating_runs.Store(tmp / "store")
+    init = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    dense_key = gating_runs.run_key(config, "mnist", "dense", 0, "validation", None)
+    store.save(dense_key, gating_runs._dense_params(init))
+    kw = {"out": tmp / "r.jsonl", "store": store, "data_dir": tfds_dir}
+    rows = {
+        method: gating_runs.run(config, "mnist", method, 0, "validation", mac_weight=0.05, **kw)
+        for method in ("slimmable", "static")
+    }
+    gate = gating.WidthGate(choices=2, hidden=8)
+    h = jnp.zeros((1, 14, 14, 4))  # the stem's pooled features
+    gate_params = store.load(rows["slimmable"]["key"], gate.init(jax.random.key(0), h)["params"])
+    supernet = store.load(rows["slimmable"]["supernet_key"], gating_runs._dense_params(init))
+    net = gating_runs.DynamicNet.slimmable(model, supernet, gate, gate_params)
+    return SimpleNamespace(config=config, kw=kw, rows=rows, net=net)
+
+
+def test_a_slimmable_run_writes_one_row_of_per_input_accounting(slimmable_runs):
+    config, row, net = slimmable_runs.config, slimmable_runs.rows["slimmable"], slimmable_runs.net
+    key = gating_runs.run_key(config, "mnist", "slimmable", 0, "validation", None, 0.05)
+    assert row["key"] == key and row["mac_weight"] == 0.05 and row["density"] is None
+    for field in (
+        "error", "macs", "macs_p50", "macs_p95", "mac_ratio", "kept_fraction", "jaccard",
+        "density_per_class", "validation_macs", "speedup_b1", "speedup_b64", "bucket_fraction",
+    ):  # fmt: skip
+        assert field in row, field
+    assert 0 <= row["error"] <= 1 and row["speedup_b1"] > 0 and row["speedup_b64"] > 0
+    assert row["validation_macs"] == row["macs"] and len(row["density_per_class"]) == 10
+    # one bucket per example, every layer at it: each layer's histogram sums to 1, all equal
+    fractions = np.array(row["bucket_fraction"])
+    assert fractions.shape == (2, 2) and fractions[0].tolist() == fractions[1].tolist()
+    np.testing.assert_allclose(fractions.sum(axis=1), 1.0)
+    # the mean MACs: the histogram's mean of the buckets' MACs plus the gate's 4·8 + 8·2
+    per_bucket = gating.bucket_macs(config.model(), net.params, jnp.zeros((1, 28, 28, 1)))
+    assert net.gate_macs == 48
+    assert row["macs"] == pytest.approx(fractions[0] @ per_bucket + 48)
+    assert row["macs_p50"] <= row["macs_p95"] <= row["macs_dense"] == per_bucket[-1]
+    assert row["mac_ratio"] == pytest.approx(per_bucket[-1] / row["macs"])
+
+
+def test_the_slimmable_gates_keep_bucket_prefixes_and_skipping_equals_masking(slimmable_runs):
+    """The run's supernet and gate (as stored): each example keeps a prefix of one bucket
+    width in every layer, and both skipping paths compute the masked network."""
+    row, net = slimmable_runs.rows["slimmable"], slimmable_runs.net
+    assert row["max_abs_diff"] <= 1e-4  # measured by the run, batch 64
+    val = data.load("mnist", "validation", validation=200, data_dir=slimmable_runs.kw["data_dir"])
+    x = jnp.asarray(data.preprocess(val.images[:64]))
+    h, gates = jax.jit(net.gates)(x)
+    choice = np.searchsorted(net.runner.widths[0], np.asarray(gates[0].kept).sum(-1))
+    for g, channels, widths in zip(gates, net.model.features[1:], net.runner.widths, strict=True):
+        prefix = np.arange(channels)[None, :] < np.asarray(widths)[choice][:, None]
+        np.testing.assert_array_equal(np.asarray(g.kept), prefix)
+    masked, _ = net.logits(x)
+    skipped, bucket = net.runner.run(h, gates)
+    compact, _ = jax.jit(net.runner.compact_run)(h, gates)
+    assert (bucket == choice[:, None]).all()
+    np.testing.assert_allclose(skipped, masked, atol=1e-4)
+    np.testing.assert_allclose(compact, masked, atol=1e-4)
+    # the stored gate is the run's: the same histogram on the validation images
+    fractions = gating_runs.accounting(net, val)["bucket_fraction"]
+    np.testing.assert_allclose(fractions, row["bucket_fraction"])
+
+
+def test_the_static_arm_matches_a_slimmable_budget_and_rows_exist_once(slimmable_runs):
+    config, kw, rows = slimmable_runs.config, slimmable_runs.kw, slimmable_runs.rows
+    static = rows["static"]
+    assert static["macs_budget"] == rows["slimmable"]["validation_macs"]
+    assert static["budget_method"] == "slimmable" and static["mac_weight"] == 0.05
+    key = gating_runs.run_key(config, "mnist", "static", 0, "validation", None, 0.05)
+    assert static["key"] == key
+    assert static["macs"] < static["macs_dense"] and static["architecture"].startswith("4-")
+    with pytest.raises(ValueError, match="needs its slimmable run first"):
+        gating_runs.run(config, "mnist", "static", 0, "validation", mac_weight=0.25, **kw)
+    with pytest.raises(ValueError, match=r"a static run needs a density .* or a mac_weight"):
+        gating_runs.run(
+            config, "mnist", "static", 0, "validation", density=0.5, mac_weight=0.05, **kw
+        )
+    with pytest.raises(ValueError, match="a slimmable run needs a mac_weight"):
+        gating_runs.run(config, "mnist", "slimmable", 0, "validation", density=0.5, **kw)
+    # running a finished key again returns its row and writes nothing
+    again = gating_runs.run(config, "mnist", "slimmable", 0, "validation", mac_weight=0.05, **kw)
+    assert again == rows["slimmable"]
+    assert [r["method"] for r in results.read_jsonl(kw["out"])] == ["slimmable", "static"]

@@ -134,7 +134,8 @@ class BucketRunner:
       At batch 1 this is per example; at batch B every example runs the widest of its
       batch. It compiles all |buckets|^L widths into one program on first use.
     - ``runner.run(h, gates)``: the per-example path for gates computed elsewhere, e.g.
-      a width gate's choice (:func:`dynprune.gating.width_gates`).
+      a width gate's choice (:func:`dynprune.gating.width_gates`);
+      ``runner.compact_run(h, gates)`` the compact path for them (traceable).
 
     Args:
       model: a :class:`GatedCNN` with ``mode="prefix"`` and ``buckets``.
@@ -177,13 +178,17 @@ class BucketRunner:
         self, params: PyTree, x: jax.Array, density: Any
     ) -> tuple[jax.Array, tuple[Gates, ...], jax.Array]:
         h, gates = self.model.apply({"params": params}, x, density, method=GatedCNN.gates)
+        return h, gates, self._bucket_of(gates)
+
+    def _bucket_of(self, gates: Sequence[Gates]) -> jax.Array:
+        """Each example's width index per gated layer, int [B, L], traced."""
         bucket = [
             jnp.searchsorted(
                 jnp.asarray(allowed), g.kept.sum(axis=-1, dtype=jnp.int32), method="compare_all"
             )
             for allowed, g in zip(self.widths, gates, strict=True)
         ]
-        return h, gates, jnp.stack(bucket, axis=-1).astype(jnp.int32)
+        return jnp.stack(bucket, axis=-1).astype(jnp.int32)
 
     def _narrow(self, bucket: tuple[int, ...]) -> tuple[GatedCNN, tuple[int, ...]]:
         widths = tuple(allowed[j] for allowed, j in zip(self.widths, bucket, strict=True))
@@ -268,8 +273,42 @@ class BucketRunner:
     def _compact_pass(
         self, params: PyTree, x: jax.Array, density: Any
     ) -> tuple[jax.Array, jax.Array]:
-        h, gates, bucket = self._gate_pass(params, x, density)
-        widest = bucket.max(axis=0)
+        h, gates = self.model.apply({"params": params}, x, density, method=GatedCNN.gates)
+        return self.compact_run(h, gates)
+
+    def compact_run(self, h: jax.Array, gates: Sequence[Gates]) -> tuple[jax.Array, jax.Array]:
+        """The compact path for gates computed elsewhere (e.g. a width gate's choice,
+        :func:`dynprune.gating.width_gates`): logits [B, classes] of the whole batch at its
+        widest kept width per layer, and that width index per layer ([L]).
+
+        Traceable: jit it together with the pass that computes the gates, and the batch
+        runs in one dispatch, as :meth:`compact` does for the model's own gates.
+
+        Args:
+          h: stem features [B, ...] (``GatedCNN.features_of``).
+          gates: one :class:`Gates` per gated layer, each kept mask a prefix of one of the
+            layer's allowed widths.
+
+        Returns:
+          The logits (equal to ``GatedCNN.trunk``'s up to float summation order) and the
+          widest width index per layer.
+
+        Examples:
+          >>> import jax, jax.numpy as jnp
+          >>> from dynprune import gating
+          >>> model = gating.GatedCNN(features=(4, 8, 8), classes=3)
+          >>> x = jnp.linspace(0, 1, 4 * 64).reshape(4, 8, 8, 1)
+          >>> params = model.init(jax.random.key(0), x)["params"]
+          >>> runner = gating.BucketRunner(model, params)
+          >>> h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+          >>> gates = gating.width_gates(model, jnp.array([1, 0, 1, 0]))
+          >>> logits, widest = jax.jit(runner.compact_run)(h, gates)
+          >>> masked = model.apply({"params": params}, h, gates, method=gating.GatedCNN.trunk)
+          >>> bool(jnp.allclose(logits, masked, atol=1e-5)), widest.tolist()
+          (True, [1, 1])
+        """
+        gates = tuple(gates)
+        widest = self._bucket_of(gates).max(axis=0)
         n = len(self.widths[0])
         index = sum(widest[i] * n ** (len(self.widths) - 1 - i) for i in range(len(self.widths)))
 

@@ -1,32 +1,58 @@
-"""The per-input pruning experiment: a gated CNN against the same network without gates and
-against static channel pruning at equal MACs.
+"""The per-input pruning experiment: per-input (dynamic) networks against the same network
+without gates and against static channel pruning at equal MACs.
 
-Three methods per (dataset, seed), all on one :class:`dynprune.gating.GatedCNN`:
+Four methods per (dataset, seed), all on one :class:`dynprune.gating.GatedCNN` in prefix
+mode, whose gated layer l runs at one of the bucket widths W_{l,j} = ⌈f_j·C_l⌉
+(f_0 < … < f_{J−1} = 1 the config's ``buckets``):
 
 - ``"dense"``: the network without gates (``GatedCNN.dense``), trained ``epochs`` epochs.
 - ``"gated"``: prefix gates (dynamic width, Li et al. 2021) at density d, trained from
   scratch ``epochs`` epochs with FBS's loss (Gao et al. 2019)
 
-      L = CE(f(x; d), y) + λ · Σ_layers mean_batch ‖s_l‖₁.
+      L = CE(f(x; d), y) + λ_1 · Σ_layers mean_batch ‖s_l‖₁        (λ_1: ``l1``).
 
+- ``"slimmable"``: Dynamic Slimmable Networks (Li et al. 2021), two stages. Stage 1 trains
+  the trunk as a supernet over the bucket widths, ``epochs`` epochs of the sandwich rule
+  with in-place distillation (Yu & Huang 2019; :func:`dynprune.gating.slimmable_loss`),
+
+      L_1 = CE(f_{J−1}(x), y) + Σ_{j ∈ {0} ∪ S} CE(f_j(x), sg(softmax(f_{J−1}(x)))),
+
+  f_j the network with every gated layer at bucket j, S two buckets drawn uniformly per
+  step. Stage 2 freezes the supernet and trains a :class:`~dynprune.gating.WidthGate`
+  (on the pooled stem features, hidden layer ``gate_hidden``) for ``gate_epochs`` epochs;
+  it picks one bucket c per example, a straight-through Gumbel-softmax sample at
+  temperature τ (``temperature``), and is charged for the MACs it picks
+  (:func:`dynprune.gating.width_gate_loss`):
+
+      L_2 = mean_b [ CE(f_{c_b}(x_b), y_b) + λ · M_{c_b} / M_{J−1} ],
+
+  M_j the MACs per example at bucket j (:func:`dynprune.gating.bucket_macs`), λ the MAC
+  weight: running the full width instead of the narrowest costs λ·(1 − M_0/M_{J−1}) nats
+  per example. At inference c = argmax of the gate's logits. The supernet does not
+  depend on λ: one per (dataset, seed) is trained, stored, and shared by every λ's gate.
 - ``"static"``: the dense run's weights (same seed); each gated layer keeps the same
   fraction f of its output channels, the largest L1 filter norms (Li et al. 2017), f chosen
-  on a grid of whole channels so that the MACs are closest to the gated run's mean
-  effective MACs on the validation images; fine-tuned ``static_epochs`` epochs under the
-  masks, then rebuilt by :func:`dynprune.surgery.reconstruct` into a smaller dense network.
+  on a grid of whole channels so that the MACs are closest to a dynamic run's (gated at d,
+  or slimmable at λ) mean effective MACs on the validation images; fine-tuned
+  ``static_epochs`` epochs under the masks, then rebuilt by
+  :func:`dynprune.surgery.reconstruct` into a smaller dense network.
 
 All train on the training split minus the ``validation`` held-out images. A row is
-evaluated on ``split``: ``"validation"`` rows choose the density (:func:`choose_density`),
-``"test"`` rows report the chosen configuration. Each row has ``error``, ``mac_ratio``
-(dense MACs ÷ MACs executed per example, predictors included), ``speedup_b1`` and
-``speedup_b64`` (dense ÷ method latency: at batch 1, the sum over ``latency_examples``
-images of each image's median of interleaved calls; at batch 64, the median over
-interleaved calls on one batch). Gated rows add the per-input accounting: MACs p50/p95,
-kept fraction per layer, mean pairwise Jaccard of kept sets, density per class.
+evaluated on ``split``: ``"validation"`` rows choose each dynamic method's setting
+(:func:`choose`: the gated method's d among ``densities``, the slimmable's λ among
+``mac_weights``; an empty list leaves the method out), ``"test"`` rows report the chosen
+configurations. Each row has ``error``, ``mac_ratio`` (dense MACs ÷ MACs executed per
+example, gates included), ``speedup_b1`` and ``speedup_b64`` (dense ÷ method latency: at
+batch 1, the sum over ``latency_examples`` images of each image's median of interleaved
+calls; at batch 64, the median over interleaved calls on one batch). Dynamic rows (gated,
+slimmable) add the per-input accounting: MACs p50/p95, kept fraction per layer, mean
+pairwise Jaccard of kept sets, density per class, the fraction of examples at each bucket
+width per layer, and ``validation_macs`` (the static arm's budget).
 
 References:
   Gao et al., "Dynamic Channel Pruning: Feature Boosting and Suppression", ICLR 2019;
   Li et al., "Dynamic Slimmable Network", CVPR 2021;
+  Yu & Huang, "Universally Slimmable Networks and Improved Training Techniques", ICCV 2019;
   Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017.
 """
 
@@ -37,6 +63,7 @@ import functools
 import json
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,7 +83,10 @@ from dynprune.harness import results
 
 log = logging.getLogger(__name__)
 
-METHODS = ("dense", "gated", "static")
+METHODS = ("dense", "gated", "static", "slimmable")
+DYNAMIC = {"gated": "density", "slimmable": "mac_weight"}
+"""The per-input methods and the :func:`run` argument that sets each (its candidates: the
+config's ``densities``, ``mac_weights``; :meth:`Config.candidates`)."""
 SPLITS = ("validation", "test")
 SMALL = {
     "features": [4, 8, 8],
@@ -80,37 +110,73 @@ SMALL = {
 """A tiny configuration (a 4-8-8 network on 256 images) for examples and quick checks: it
 exercises every step in seconds and measures nothing worth reporting."""
 
+_GATE_FIELDS = ("gate_epochs", "temperature", "gate_hidden")
+_LOG_STEPS = 100
+
+
+def check_mac_weight(mac_weight: Any) -> float:
+    """``mac_weight`` as a float after checking it is a finite number ≥ 0.
+
+    Args:
+      mac_weight: λ, the width gate's MAC charge (:func:`dynprune.gating.width_gate_loss`).
+
+    Returns:
+      λ as a float.
+
+    Raises:
+      ValueError: naming ``mac_weight`` and the value.
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> gating_runs.check_mac_weight(1)
+      1.0
+      >>> gating_runs.check_mac_weight(-0.1)
+      Traceback (most recent call last):
+      ...
+      ValueError: mac_weight must be a finite number >= 0, got -0.1
+    """
+    if not (isinstance(mac_weight, numbers.Real) and math.isfinite(mac_weight) and mac_weight >= 0):
+        raise ValueError(f"mac_weight must be a finite number >= 0, got {mac_weight!r}")
+    return float(mac_weight)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The experiment, as data (``experiments/gating.json``).
+    """The experiment, as data (``experiments/gating.json``, ``experiments/gating-dsnet.json``).
 
     Examples:
       >>> from dynprune.harness import gating_runs
       >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
-      >>> config.model().features, config.densities
-      ((4, 8, 8), (0.5, 0.3))
+      >>> config.model().features, config.densities, config.mac_weights
+      ((4, 8, 8), (0.5, 0.3), ())
 
     Attributes:
       features: the :class:`~dynprune.gating.GatedCNN`'s (stem, gated 1, …, gated L) widths.
       stem_pool: max-pool the stem's output.
-      buckets: the prefix gates' width fractions.
-      epochs: training epochs of the dense and gated runs.
+      buckets: the prefix gates' width fractions (the slimmable supernet's widths).
+      epochs: training epochs of the dense and gated runs and of the slimmable supernet.
       static_epochs: fine-tuning epochs of the static run.
       batch_size: training batch.
-      learning_rate: Adam's step size (constant).
-      l1: λ, the weight of the saliencies' L1 penalty.
+      learning_rate: Adam's step size (constant), every stage.
+      l1: λ_1, the weight of the gated method's L1 penalty on saliencies.
       validation: training images held out as the validation split.
       train_examples: train on the first this many of the remaining training images
         (0: all of them; a smaller number makes a quick check, not a result).
-      densities: the candidate densities d, chosen among on validation.
-      max_loss: the most validation error a chosen density may add to the dense run's
+      densities: the gated method's candidate densities d, chosen among on validation
+        (empty: no gated runs).
+      max_loss: the most validation error a chosen setting may add to the dense run's
         (a fraction: 0.003 is 0.3 points).
       selection_seed: the seed of the validation runs.
       seeds: the seeds of the test runs, fixed in advance.
       datasets: dataset names (:data:`dynprune.harness.data.DATASETS`).
       latency_examples: images timed one at a time for ``speedup_b1``.
       latency_reps: timed rounds per image (batch 1) or per batch (batch 64).
+      mac_weights: the slimmable method's candidate MAC weights λ (per example, in nats per
+        the full network's MACs), chosen among on validation (default empty: no
+        slimmable runs).
+      gate_epochs: training epochs of the slimmable method's width gate (default 1).
+      temperature: τ of the width gate's Gumbel-softmax (default 1).
+      gate_hidden: the width gate's hidden layer (default None: one linear layer).
     """
 
     features: tuple[int, ...]
@@ -130,20 +196,26 @@ class Config:
     datasets: tuple[str, ...]
     latency_examples: int
     latency_reps: int
+    mac_weights: tuple[float, ...] = ()
+    gate_epochs: int = 1
+    temperature: float = 1.0
+    gate_hidden: int | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:
         """A config from a JSON object; unknown or missing fields are refused by name.
 
         Args:
-          values: one value per field (lists become tuples); a ``"comment"`` is allowed.
+          values: one value per field (lists become tuples; the fields with defaults may be
+            left out); a ``"comment"`` is allowed.
 
         Returns:
           The :class:`Config`.
 
         Raises:
-          ValueError: naming unknown and missing fields, a density outside (0, 1] or an
-            unknown dataset.
+          ValueError: naming unknown and missing fields, a density outside (0, 1], a MAC
+            weight below 0, a temperature ≤ 0, gate epochs < 1, no candidate of either
+            dynamic method, or an unknown dataset.
 
         Examples:
           >>> from dynprune.harness import gating_runs
@@ -152,9 +224,11 @@ class Config:
           ...
           ValueError: gating config: unknown dataset 'cifar10'
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names - {"comment"})
-        missing = sorted(names - set(values))
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(values) - {f.name for f in fields} - {"comment"})
+        missing = sorted(
+            f.name for f in fields if f.default is dataclasses.MISSING and f.name not in values
+        )
         if unknown or missing:
             raise ValueError(f"gating config: unknown fields {unknown}, missing fields {missing}")
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -162,6 +236,14 @@ class Config:
         config = cls(**args)
         for d in config.densities:
             gating.check_density(d)
+        for mac_weight in config.mac_weights:
+            check_mac_weight(mac_weight)
+        if not (math.isfinite(config.temperature) and config.temperature > 0):
+            raise ValueError(f"gating config: temperature must be > 0, got {config.temperature}")
+        if config.gate_epochs < 1:
+            raise ValueError(f"gating config: gate_epochs must be >= 1, got {config.gate_epochs}")
+        if not config.densities and not config.mac_weights:
+            raise ValueError("gating config: no densities and no mac_weights, nothing to compare")
         for name in config.datasets:
             if name not in data_lib.DATASETS:
                 raise ValueError(f"gating config: unknown dataset {name!r}")
@@ -173,17 +255,28 @@ class Config:
             features=self.features, mode="prefix", buckets=self.buckets, stem_pool=self.stem_pool
         )
 
+    def candidates(self, method: str) -> tuple[float, ...]:
+        """The settings a dynamic method (:data:`DYNAMIC`) is chosen among: ``densities``
+        (gated) or ``mac_weights`` (slimmable)."""
+        return {"gated": self.densities, "slimmable": self.mac_weights}[method]
+
     def training(self) -> dict[str, Any]:
-        """The fields a run's key depends on besides (dataset, method, seed, split, density):
-        every field but the choices among runs (densities, seeds, datasets, selection) and
-        the latency measurement's size."""
+        """The fields every run's key depends on besides (dataset, method, seed, split,
+        density): every field but the choices among runs (candidates, seeds, datasets,
+        selection), the latency measurement's size and the width gate's fields
+        (:meth:`gate_training`)."""
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()
             if k
-            not in {"densities", "max_loss", "selection_seed", "seeds", "datasets"}
-            | {"latency_examples", "latency_reps"}
+            not in {"densities", "mac_weights", "max_loss", "selection_seed", "seeds", "datasets"}
+            | {"latency_examples", "latency_reps", *_GATE_FIELDS}
         }
+
+    def gate_training(self) -> dict[str, Any]:
+        """The width gate's fields: the keys of the runs that depend on a MAC weight
+        (slimmable runs and the static runs at their budget) add them."""
+        return {k: getattr(self, k) for k in _GATE_FIELDS}
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -207,17 +300,26 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 def run_key(
-    config: Config, dataset: str, method: str, seed: int, split: str, density: float | None
+    config: Config,
+    dataset: str,
+    method: str,
+    seed: int,
+    split: str,
+    density: float | None,
+    mac_weight: float | None = None,
 ) -> str:
     """The key of one run's row (its identity: a row with this key is written once).
 
     Args:
-      config: the experiment (only :meth:`Config.training`'s fields count).
+      config: the experiment (only :meth:`Config.training`'s fields count, and with a
+        ``mac_weight`` :meth:`Config.gate_training`'s).
       dataset: the dataset name.
       method: one of :data:`METHODS`.
       seed: the run's seed.
       split: where the row's error is measured (:data:`SPLITS`).
-      density: the gates' d (None for dense runs).
+      density: the gates' d (gated runs, static runs at a gated budget; else None).
+      mac_weight: the width gate's λ (slimmable runs, static runs at a slimmable budget;
+        else None, and the key is what it was before slimmable runs existed).
 
     Returns:
       16 hex digits (:func:`dynprune.harness.results.run_key`).
@@ -229,6 +331,7 @@ def run_key(
       >>> len(a), a == gating_runs.run_key(config, "mnist", "gated", 0, "test", 0.3)
       (16, False)
     """
+    gate = {} if mac_weight is None else {"mac_weight": mac_weight, **config.gate_training()}
     return results.run_key(
         {
             "experiment": "gating",
@@ -237,6 +340,20 @@ def run_key(
             "seed": seed,
             "split": split,
             "density": density,
+            **config.training(),
+            **gate,
+        }
+    )
+
+
+def _supernet_key(config: Config, dataset: str, seed: int) -> str:
+    """The stored supernet's key: its training depends on neither the split nor λ."""
+    return results.run_key(
+        {
+            "experiment": "gating",
+            "dataset": dataset,
+            "method": "supernet",
+            "seed": seed,
             **config.training(),
         }
     )
@@ -250,12 +367,14 @@ def _dense_params(params: Any) -> Any:
     }
 
 
-def _losses(
-    model: gating.GatedCNN, method: str, l1: float, masks: Any
-) -> Callable[[Any, jax.Array, jax.Array, Any], jax.Array]:
-    def loss(params: Any, images: jax.Array, labels: jax.Array, density: Any) -> jax.Array:
+def _loss(
+    model: gating.GatedCNN, method: str, l1: float, density: float, masks: Any
+) -> Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]:
+    def loss(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> jax.Array:
+        if method == "slimmable":
+            return gating.slimmable_loss(model, params, images, labels, key)
         if method == "gated":
-            logits, gates = model.apply({"params": params}, images, density)
+            logits, gates = model.apply({"params": params}, images, np.float32(density))
             penalty = l1 * gating.l1_penalty(gates)
         else:
             if masks is not None:
@@ -266,6 +385,45 @@ def _losses(
         return ce + penalty
 
     return loss
+
+
+def _fit(
+    config: Config,
+    loss: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array],
+    params: Any,
+    train_data: data_lib.Dataset,
+    seed: int,
+    epochs: int,
+    key: jax.Array,
+    name: str,
+) -> Any:
+    """Adam on ``loss(params, images, labels, fold_in(key, t))`` at step t, ``epochs``
+    epochs of ``train_data`` in the order of ``seed``; logs the mean loss of every
+    ``_LOG_STEPS`` steps and of each epoch's last ones."""
+    tx = optax.adam(config.learning_rate)
+
+    @jax.jit
+    def step(params, opt_state, images, labels, t):
+        value, grads = jax.value_and_grad(loss)(params, images, labels, jax.random.fold_in(key, t))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    opt_state = tx.init(params)
+    t, losses = 0, []
+    for epoch in range(epochs):
+        for images, labels in data_lib.batches(
+            train_data, config.batch_size, seed=seed, epoch=epoch
+        ):
+            params, opt_state, value = step(params, opt_state, images, labels, t)
+            t += 1
+            losses.append(value)
+            if len(losses) == _LOG_STEPS:
+                log.info("%s epoch %d step %d: mean loss %.4f", name, epoch + 1, t, np.mean(losses))
+                losses = []
+        if losses:
+            log.info("%s epoch %d step %d: mean loss %.4f", name, epoch + 1, t, np.mean(losses))
+            losses = []
+    return params
 
 
 def train(
@@ -283,16 +441,19 @@ def train(
 
     Args:
       config: the experiment.
-      method: ``"dense"``, ``"gated"``, or ``"static"`` (fine-tunes ``params`` under ``masks``).
+      method: ``"dense"``, ``"gated"``, ``"static"`` (fine-tunes ``params`` under
+        ``masks``) or ``"slimmable"`` (stage 1, the supernet, by
+        :func:`dynprune.gating.slimmable_loss`; stage 2 is :func:`train_gate`).
       train_data: the training images.
-      seed: initialisation (when ``params`` is None) and data order.
+      seed: initialisation (when ``params`` is None), data order and the supernet's
+        random widths.
       density: the gates' d (gated runs).
       params: start from these instead of a fresh initialisation.
       masks: neuron-shaped masks kept applied in the forward pass (static runs).
       epochs: default ``config.epochs``.
 
     Returns:
-      The trained parameters (without the predictors' for dense and static runs).
+      The trained parameters (without the predictors' but for gated runs).
 
     Examples:
       >>> import numpy as np
@@ -309,24 +470,76 @@ def train(
         params = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))["params"]
         if method != "gated":
             params = _dense_params(params)
-    tx = optax.adam(config.learning_rate)
-    loss = _losses(model, method, config.l1, masks)
-
-    @jax.jit
-    def step(params, opt_state, images, labels, d):
-        value, grads = jax.value_and_grad(loss)(params, images, labels, d)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    opt_state = tx.init(params)
-    d = np.float32(density)
-    for epoch in range(config.epochs if epochs is None else epochs):
-        for images, labels in data_lib.batches(
-            train_data, config.batch_size, seed=seed, epoch=epoch
-        ):
-            params, opt_state, value = step(params, opt_state, images, labels, d)
-        log.info("%s epoch %d: last batch loss %.4f", method, epoch + 1, float(value))
+    params = _fit(
+        config,
+        _loss(model, method, config.l1, density, masks),
+        params,
+        train_data,
+        seed,
+        config.epochs if epochs is None else epochs,
+        jax.random.key(seed),
+        method,
+    )
     return dp.apply_masks(params, masks) if masks is not None else params
+
+
+def train_gate(
+    config: Config, params: Any, train_data: data_lib.Dataset, seed: int, mac_weight: float
+) -> tuple[gating.WidthGate, Any]:
+    """Stage 2 of the slimmable method: a :class:`~dynprune.gating.WidthGate` trained on the
+    frozen supernet ``params`` by :func:`dynprune.gating.width_gate_loss` with Adam, for
+    ``config.gate_epochs`` epochs.
+
+    Args:
+      config: the experiment (``buckets``, ``gate_hidden``, ``temperature``,
+        ``gate_epochs``, ``learning_rate``, ``batch_size``).
+      params: the supernet's parameters (:func:`train` with ``"slimmable"``).
+      train_data: the training images.
+      seed: the gate's initialisation, data order and Gumbel noise.
+      mac_weight: λ, the charge per example for the relative MACs of the chosen bucket.
+
+    Returns:
+      ``(gate, gate_params)``.
+
+    Raises:
+      ValueError: for a negative or non-finite ``mac_weight``.
+
+    Examples:
+      It compiles a training step through the whole trunk, which takes seconds, so it is
+      not run here (the tests run it on :data:`SMALL`):
+
+      >>> supernet = gating_runs.train(config, "slimmable", train_data, seed=0)  # doctest: +SKIP
+      >>> gate, gate_params = gating_runs.train_gate(
+      ...     config, supernet, train_data, 0, mac_weight=0.05)  # doctest: +SKIP
+      >>> gate.choices, sorted(gate_params)  # doctest: +SKIP
+      (4, ['hidden', 'logits'])
+    """
+    mac_weight = check_mac_weight(mac_weight)
+    model = config.model()
+    example = jnp.zeros((1, 28, 28, 1))
+    gate = gating.WidthGate(choices=len(config.buckets), hidden=config.gate_hidden)
+    h = model.apply({"params": params}, example, method=gating.GatedCNN.features_of)
+    init_key, noise_key = jax.random.split(jax.random.key(seed))
+    macs = jnp.asarray(gating.bucket_macs(model, params, example), jnp.float32)
+
+    def loss(gate_params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> jax.Array:
+        return gating.width_gate_loss(
+            gate, gate_params, model, params, images, labels, key,
+            macs=macs, mac_weight=np.float32(mac_weight),
+            temperature=np.float32(config.temperature),
+        )  # fmt: skip
+
+    gate_params = _fit(
+        config,
+        loss,
+        gate.init(init_key, h)["params"],
+        train_data,
+        seed,
+        config.gate_epochs,
+        noise_key,
+        f"width gate (λ={mac_weight:g})",
+    )
+    return gate, gate_params
 
 
 def _predict(fn: Callable[..., Any], data: data_lib.Dataset, batch: int = 500) -> list[Any]:
@@ -343,23 +556,148 @@ def _error(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, -1) != labels))
 
 
-def gated_accounting(
-    model: gating.GatedCNN, params: Any, data: data_lib.Dataset, density: float
-) -> dict[str, Any]:
-    """Error and per-input accounting of a gated network on ``data``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class DynamicNet:
+    """A trained per-input network as :func:`accounting` and :func:`measure_dynamic` see it:
+    a cheap pass giving the stem features h and every gated layer's
+    :class:`~dynprune.gating.Gates`, and the trunk that runs under those gates.
+
+    Build one with :meth:`gated` (FBS prefix gates at density d) or :meth:`slimmable` (a
+    supernet and its width gate).
+
+    Attributes:
+      model: the prefix-mode :class:`~dynprune.gating.GatedCNN`.
+      params: its parameters (the gated network's with the predictors, the supernet's
+        without).
+      gates: ``x ↦ (h, gates)``, traceable.
+      gate_macs: MACs per example of a gate whose parameters are not in ``params`` (the
+        width gate's; 0 for the gated network, whose predictors ``params`` holds).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from dynprune import gating
+      >>> from dynprune.harness import gating_runs
+      >>> model = gating_runs.Config.from_dict(gating_runs.SMALL).model()
+      >>> x = jnp.zeros((2, 28, 28, 1))
+      >>> params = model.init(jax.random.key(0), x)["params"]
+      >>> gate = gating.WidthGate(choices=len(model.buckets))
+      >>> h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+      >>> gate_params = gate.init(jax.random.key(1), h)["params"]
+      >>> net = gating_runs.DynamicNet.slimmable(model, params, gate, gate_params)
+      >>> logits, gates = net.logits(x)
+      >>> logits.shape, net.gate_macs  # the gate: 4 stem channels to 4 buckets
+      ((2, 10), 16.0)
+    """
+
+    model: gating.GatedCNN
+    params: Any
+    gates: Callable[[jax.Array], tuple[jax.Array, tuple[gating.Gates, ...]]]
+    gate_macs: float = 0.0
+
+    @classmethod
+    def gated(cls, model: gating.GatedCNN, params: Any, density: float) -> DynamicNet:
+        """The gated network: its own predictors' prefix gates at density d.
+
+        Args:
+          model: the network.
+          params: its parameters, predictors included.
+          density: d ∈ (0, 1].
+
+        Returns:
+          The :class:`DynamicNet`.
+
+        Raises:
+          ValueError: for a density outside (0, 1].
+
+        Examples:
+          >>> import jax, jax.numpy as jnp
+          >>> from dynprune.harness import gating_runs
+          >>> model = gating_runs.Config.from_dict(gating_runs.SMALL).model()
+          >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+          >>> net = gating_runs.DynamicNet.gated(model, params, 0.5)
+          >>> logits, gates = net.logits(jnp.ones((2, 28, 28, 1)))
+          >>> logits.shape, [g.kept.shape for g in gates]
+          ((2, 10), [(2, 8), (2, 8)])
+        """
+        d = np.float32(gating.check_density(density))
+        return cls(
+            model,
+            params,
+            lambda x: model.apply({"params": params}, x, d, method=gating.GatedCNN.gates),
+        )
+
+    @classmethod
+    def slimmable(
+        cls, model: gating.GatedCNN, params: Any, gate: gating.WidthGate, gate_params: Any
+    ) -> DynamicNet:
+        """The slimmable network: each input at the bucket its width gate's logits rank
+        first, every gated layer at that bucket's width (:func:`dynprune.gating.width_gates`).
+
+        Args:
+          model: the network.
+          params: the supernet's parameters (predictors, if present, are dropped).
+          gate: the :class:`~dynprune.gating.WidthGate`.
+          gate_params: its parameters.
+
+        Returns:
+          The :class:`DynamicNet`, ``gate_macs`` counted by :func:`dynprune.stats.cost`.
+
+        Examples:
+          An untrained gate's choice, every gated layer at the same bucket:
+
+          >>> import jax, jax.numpy as jnp
+          >>> from dynprune import gating
+          >>> from dynprune.harness import gating_runs
+          >>> model = gating_runs.Config.from_dict(gating_runs.SMALL).model()
+          >>> x = jnp.linspace(0, 1, 3 * 784).reshape(3, 28, 28, 1)
+          >>> params = model.init(jax.random.key(0), x)["params"]
+          >>> gate = gating.WidthGate(choices=4, hidden=8)
+          >>> h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+          >>> net = gating_runs.DynamicNet.slimmable(
+          ...     model, params, gate, gate.init(jax.random.key(1), h)["params"])
+          >>> kept = [g.kept.sum(-1) for g in net.gates(x)[1]]
+          >>> bool((kept[0] == kept[1]).all()), net.gate_macs  # 8 widths: the same buckets
+          (True, 64.0)
+        """
+        params = _dense_params(params)
+
+        def gates(x: jax.Array) -> tuple[jax.Array, tuple[gating.Gates, ...]]:
+            h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+            choice = jnp.argmax(gate.apply({"params": gate_params}, h), axis=-1)
+            return h, gating.width_gates(model, choice)
+
+        h = model.apply(
+            {"params": params}, jnp.zeros((1, 28, 28, 1)), method=gating.GatedCNN.features_of
+        )
+        cost = dp.stats.cost(lambda p, h: gate.apply({"params": p}, h), gate_params, h)
+        return cls(model, params, gates, float(cost["total"]["macs_dense"]))
+
+    def logits(self, x: jax.Array) -> tuple[jax.Array, tuple[gating.Gates, ...]]:
+        """The masked computation: logits [B, classes] and the gates (traceable)."""
+        h, gates = self.gates(x)
+        logits = self.model.apply({"params": self.params}, h, gates, method=gating.GatedCNN.trunk)
+        return logits, gates
+
+    @functools.cached_property
+    def runner(self) -> gating.BucketRunner:
+        """The :class:`~dynprune.gating.BucketRunner` that runs the gates' widths only."""
+        return gating.BucketRunner(self.model, self.params)
+
+
+def accounting(net: DynamicNet, data: data_lib.Dataset) -> dict[str, Any]:
+    """Error and per-input accounting of a dynamic network on ``data``.
 
     Args:
-      model: the gated network.
-      params: its parameters (predictors included).
+      net: the network (:class:`DynamicNet`).
       data: the images to evaluate, each gated on its own.
-      density: the gates' d.
 
     Returns:
       ``error``, ``macs_dense`` (the ungated network), ``macs`` (mean effective MACs per
-      example, predictors included), ``macs_p50``, ``macs_p95``, ``mac_ratio``,
+      example, the gates' own included), ``macs_p50``, ``macs_p95``, ``mac_ratio``,
       ``kept_fraction`` (mean per gated layer), ``jaccard`` (mean pairwise, all layers'
       kept sets together), ``density_per_class`` (mean kept fraction, all layers, per
-      class).
+      class), ``bucket_fraction`` (per gated layer, the fraction of examples at each bucket
+      width; each row sums to 1, and a slimmable network's rows are equal).
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np
@@ -368,14 +706,23 @@ def gated_accounting(
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
       >>> images = np.random.default_rng(0).integers(0, 255, (20, 28, 28, 1), np.uint8)
       >>> images = data.Dataset(images, np.arange(20) % 10)
-      >>> row = gating_runs.gated_accounting(model, params, images, 0.5)
+      >>> row = gating_runs.accounting(gating_runs.DynamicNet.gated(model, params, 0.5), images)
       >>> row["macs"] < row["macs_dense"], len(row["kept_fraction"]), len(row["density_per_class"])
       (True, 2, 10)
+      >>> [sum(layer) for layer in row["bucket_fraction"]]
+      [1.0, 1.0]
     """
-    fn = jax.jit(lambda x: _logits_and_kept(model, params, x, density))
-    logits, *kept = _predict(fn, data)
-    layers = gating.layer_macs(model, params, kept, jnp.zeros((1, 28, 28, 1)))
+
+    def logits_and_kept(x: jax.Array) -> tuple[jax.Array, ...]:
+        logits, gates = net.logits(x)
+        return (logits, *(g.kept for g in gates))
+
+    logits, *kept = _predict(jax.jit(logits_and_kept), data)
+    layers = gating.layer_macs(net.model, net.params, kept, jnp.zeros((1, 28, 28, 1)))
+    layers.append(gating.LayerMACs(net.gate_macs, predictor=True))
     summary = gating.summarize_macs(gating.effective_macs(layers), gating.dense_macs(layers))
+    buckets = gating.check_buckets(net.model.buckets)
+    index = [np.searchsorted(gating.bucket_widths(buckets, k.shape[-1]), k.sum(-1)) for k in kept]
     return {
         "error": _error(logits, data.labels),
         "macs_dense": summary.dense,
@@ -386,14 +733,10 @@ def gated_accounting(
         "kept_fraction": [float(k.mean()) for k in kept],
         "jaccard": gating.mean_pairwise_jaccard(kept),
         "density_per_class": gating.density_per_class(kept, data.labels, 10).tolist(),
+        "bucket_fraction": [
+            (np.bincount(j, minlength=len(buckets)) / len(j)).tolist() for j in index
+        ],
     }
-
-
-def _logits_and_kept(
-    model: gating.GatedCNN, params: Any, x: jax.Array, density: float
-) -> tuple[jax.Array, ...]:
-    logits, gates = model.apply({"params": params}, x, density)
-    return (logits, *(g.kept for g in gates))
 
 
 def static_widths(
@@ -407,7 +750,7 @@ def static_widths(
     Args:
       model: the network (its ``features`` give the widths).
       params: the ungated network's parameters (``GatedCNN.dense`` reads them).
-      target_macs: the MACs per example to match (the gated run's mean on validation).
+      target_macs: the MACs per example to match (a dynamic run's mean on validation).
 
     Returns:
       ``(f, widths, macs)``: the fraction, each gated layer's width, and the MACs per
@@ -465,63 +808,75 @@ def _dense_fn(model: gating.GatedCNN) -> Callable[[Any, jax.Array], jax.Array]:
     return lambda p, x: model.apply({"params": p}, x, method=gating.GatedCNN.dense)
 
 
-def measure_gated(
-    config: Config, params: Any, dense: Any, data: data_lib.Dataset, density: float
+def measure_dynamic(
+    config: Config, net: DynamicNet, dense: Any, data: data_lib.Dataset
 ) -> dict[str, Any]:
-    """Batch-1 and batch-64 latency of the gated network's bucket path against the dense
-    network's (``dense``: that run's parameters), on the first images of ``data``.
+    """Batch-1 and batch-64 latency of a dynamic network's paths that skip the pruned work
+    against the dense network's (``dense``: that run's parameters), on the first images of
+    ``data``.
+
+    Both paths run the gates' pass (jitted) and then only the kept widths
+    (:class:`~dynprune.gating.BucketRunner`): the compact path,
+    ``runner.compact_run`` jitted with the gates' pass into one dispatch, which at batch 1
+    runs exactly the image's own widths; the bucket path, ``runner.run``: the gates, a host
+    sync, then each bucket's program on its examples.
 
     Args:
       config: the experiment (``latency_examples`` images at batch 1, ``latency_reps``
         timed rounds).
-      params: the gated network's parameters.
+      net: the dynamic network (:class:`DynamicNet`).
       dense: the dense run's parameters (``GatedCNN.dense``).
       data: the images timed (the first ones; at least 64 for batch 64).
-      density: the gates' d.
 
     Returns:
-      ``speedup_b1`` (dense ÷ ``BucketRunner.compact``: one dispatch, which at batch 1
-      runs exactly the image's own widths), ``bucket_speedup_b1`` (dense ÷ the per-example
-      bucket path ``BucketRunner.__call__``: the gates, a host sync, then the bucket's
-      program), ``speedup_b64`` (dense ÷ the bucket path, each image at its own widths),
-      ``max_abs_diff`` (bucket path vs the masked computation, batch 64) and the seconds
+      ``speedup_b1`` (dense ÷ the compact path), ``bucket_speedup_b1`` (dense ÷ the bucket
+      path), ``speedup_b64`` (dense ÷ the bucket path, each image at its own widths),
+      ``max_abs_diff`` (both paths vs the masked computation, batch 64) and the seconds
       per call.
 
     Examples:
       It compiles a program per width bucket, which takes seconds, so it is not run here:
 
-      >>> r = gating_runs.measure_gated(config, params, dense, test, 0.5)  # doctest: +SKIP
+      >>> net = gating_runs.DynamicNet.gated(model, params, 0.5)  # doctest: +SKIP
+      >>> r = gating_runs.measure_dynamic(config, net, dense, test)  # doctest: +SKIP
       >>> r["speedup_b1"], r["speedup_b64"]  # doctest: +SKIP
       (1.4, 1.9)
     """
-    model = config.model()
-    runner = gating.BucketRunner(model, params)
-    dense_fn = jax.jit(_dense_fn(model))
+    runner = net.runner
+    dense_fn = jax.jit(_dense_fn(net.model))
+    gates_fn = jax.jit(net.gates)
+    compact = jax.jit(lambda x: runner.compact_run(*net.gates(x))[0])
+
+    def bucket(x: jax.Array) -> jax.Array:
+        return runner.run(*gates_fn(x))[0]
+
     images = data_lib.preprocess(data.images[: max(config.latency_examples, 64)])
+    few = images[: config.latency_examples]
     b1 = _latency_b1(
-        {
-            "dense": lambda x: dense_fn(dense, x),
-            "bucket": lambda x: runner(x, density)[0],
-            "compact": lambda x: runner.compact(x, density)[0],
-        },
-        images[: config.latency_examples],
+        {"dense": lambda x: dense_fn(dense, x), "bucket": bucket, "compact": compact},
+        few,
         config.latency_reps,
     )
-    many = gating.measure_skipping(
-        model, params, jnp.asarray(images[:64]), density, reps=config.latency_reps
+    batch = jnp.asarray(images[:64])
+    b64 = dp.stats.interleaved_medians(
+        {"dense": lambda: dense_fn(dense, batch), "bucket": lambda: bucket(batch)},
+        reps=config.latency_reps,
+        warmup=3,
     )
-    dense64 = dp.stats.latency(dense_fn, dense, jnp.asarray(images[:64]), reps=config.latency_reps)
+    masked = jax.jit(lambda x: net.logits(x)[0])(batch)
     return {
         "speedup_b1": b1["dense"] / b1["compact"],
         "bucket_speedup_b1": b1["dense"] / b1["bucket"],
-        "speedup_b64": dense64 / many.skipping_s,
-        "max_abs_diff": many.max_abs_diff,
+        "speedup_b64": b64["dense"] / b64["bucket"],
+        "max_abs_diff": max(
+            float(jnp.max(jnp.abs(path(batch) - masked))) for path in (bucket, compact)
+        ),
         "seconds": {
-            "dense_b1": b1["dense"] / len(images[: config.latency_examples]),
-            "bucket_b1": b1["bucket"] / len(images[: config.latency_examples]),
-            "compact_b1": b1["compact"] / len(images[: config.latency_examples]),
-            "dense_b64": dense64,
-            "bucket_b64": many.skipping_s,
+            "dense_b1": b1["dense"] / len(few),
+            "bucket_b1": b1["bucket"] / len(few),
+            "compact_b1": b1["compact"] / len(few),
+            "dense_b64": b64["dense"],
+            "bucket_b64": b64["bucket"],
         },
     }
 
@@ -587,7 +942,9 @@ def measure_static(
 class Store:
     """Trained parameters of finished runs, kept as ``.npz`` under the cache directory
     (``$DYNPRUNE_CACHE_DIR/gating``), so a static run can start from its dense run's
-    weights in a later process.
+    weights and slimmable runs share a supernet in a later process (dense runs: under
+    their key; supernets: under a key of (dataset, seed); width gates: under their
+    slimmable run's key).
 
     Args:
       root: the directory (default: ``cache_dir("gating")``).
@@ -627,6 +984,63 @@ class Store:
             return dp.tree.map_with_path(lambda path, leaf: jnp.asarray(saved[path]), like)
 
 
+def _setting(
+    method: str, density: float | None, mac_weight: float | None
+) -> tuple[float | None, float | None]:
+    """A run's (density, mac_weight), checked: a gated run has a density, a slimmable run a
+    MAC weight, a static run one of them (the budget's run), a dense run neither."""
+    if method == "dense":
+        return None, None
+    if method in DYNAMIC:
+        wanted = DYNAMIC[method]
+        given = {"density": density, "mac_weight": mac_weight}
+        if given[wanted] is None or any(v is not None for k, v in given.items() if k != wanted):
+            raise ValueError(f"a {method} run needs a {wanted} (and nothing else)")
+    elif (density is None) == (mac_weight is None):
+        raise ValueError(
+            "a static run needs a density (a gated run's budget) or a mac_weight "
+            "(a slimmable run's budget), one of them"
+        )
+    return (
+        None if density is None else float(gating.check_density(density)),
+        None if mac_weight is None else check_mac_weight(mac_weight),
+    )
+
+
+def setting_label(row: Mapping[str, Any]) -> str:
+    """A row's setting as text: ``"0.5"`` (a density), ``"λ=0.1"`` (a MAC weight), or
+    ``""`` (dense).
+
+    Args:
+      row: a result row (rows written before slimmable runs existed have no
+        ``mac_weight``).
+
+    Returns:
+      The label.
+
+    Examples:
+      >>> from dynprune.harness import gating_runs
+      >>> gating_runs.setting_label({"density": 0.5}), gating_runs.setting_label(
+      ...     {"density": None, "mac_weight": 0.05})
+      ('0.5', 'λ=0.05')
+    """
+    if row["density"] is not None:
+        return f"{row['density']:g}"
+    return "" if row.get("mac_weight") is None else f"λ={row['mac_weight']:g}"
+
+
+def _supernet(
+    config: Config, dataset: str, seed: int, train_data: data_lib.Dataset, store: Store
+) -> tuple[Any, str]:
+    """The stored supernet of (dataset, seed), trained and stored first if missing; its key."""
+    key = _supernet_key(config, dataset, seed)
+    params = store.load(key, _dense_params(_init(config.model())))
+    if params is None:
+        params = train(config, "slimmable", train_data, seed)
+        store.save(key, params)
+    return params, key
+
+
 def run(
     config: Config,
     dataset: str,
@@ -635,15 +1049,20 @@ def run(
     split: str,
     *,
     density: float | None = None,
+    mac_weight: float | None = None,
     out: str | os.PathLike,
     store: Store | None = None,
     data_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Runs one (dataset, method, seed) and appends its row to ``out`` (once per key).
 
-    A static run needs its dense run (same dataset, seed and split) in the store and the
-    gated run's row (same dataset, seed, split and ``density``) in ``out``; it reads the
-    gated run's ``validation_macs`` as its MAC budget.
+    Every run but the dense one needs its dense run (same dataset, seed and split) in the
+    store, for the latency baseline or the static run's weights. A static run needs the
+    row of its budget's run in ``out``: the gated run at ``density`` or the slimmable run
+    at ``mac_weight`` (same dataset, seed and split), whose ``validation_macs`` it matches.
+    A slimmable run trains the supernet of (dataset, seed) once, stores it, and trains
+    its width gate on it (stored under the run's key; the row's ``supernet_key`` names the
+    supernet's).
 
     Args:
       config: the experiment.
@@ -651,38 +1070,42 @@ def run(
       method: one of :data:`METHODS`.
       seed: initialisation and data order.
       split: :data:`SPLITS`: where the row's ``error`` is measured.
-      density: the gates' d (gated and static runs; None for dense).
+      density: the gates' d (gated runs; static runs at a gated run's budget).
+      mac_weight: the width gate's λ (slimmable runs; static runs at a slimmable run's
+        budget).
       out: the JSONL results file.
-      store: where dense and gated parameters are kept (default: :class:`Store`'s).
+      store: where dense, supernet and width gate parameters are kept (default:
+        :class:`Store`'s).
       data_dir: the TFDS data directory (default ``$TFDS_DATA_DIR``).
 
     Returns:
       The row (the one already in ``out`` if this key is there).
 
     Raises:
-      ValueError: for an unknown method or split, a gated or static run without a density,
-        or a static run whose dense or gated run has not finished.
+      ValueError: for an unknown method or split, a gated run without a density, a
+        slimmable run without a MAC weight, a static run without exactly one of them, or
+        a run whose dense, gated or slimmable run has not finished.
 
     Examples:
       It trains on the real images, so it is not run here (``experiments/gating.py`` is
       its command line; the tests run it on :data:`SMALL`):
 
-      >>> row = gating_runs.run(config, "mnist", "gated", 0, "test", density=0.5,
-      ...                       out="gating.jsonl")  # doctest: +SKIP
-      >>> row["error"], row["mac_ratio"], row["speedup_b1"]  # doctest: +SKIP
-      (0.011, 2.4, 1.5)
+      >>> row = gating_runs.run(config, "mnist", "slimmable", 0, "test", mac_weight=0.05,
+      ...                       out="gating-dsnet.jsonl")  # doctest: +SKIP
+      >>> row["error"], row["mac_ratio"], row["bucket_fraction"][0]  # doctest: +SKIP
+      (0.011, 2.4, [0.62, 0.2, 0.1, 0.08])
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if method != "dense" and density is None:
-        raise ValueError(f"a {method} run needs a density")
-    density = None if method == "dense" else float(gating.check_density(density))
-    key = run_key(config, dataset, method, seed, split, density)
+    density, mac_weight = _setting(method, density, mac_weight)
+    key = run_key(config, dataset, method, seed, split, density, mac_weight)
     done = {r["key"]: r for r in results.read_jsonl(out)}
     if key in done:
         return done[key]
+    setting = setting_label({"density": density, "mac_weight": mac_weight})
+    label = f"{dataset} seed {seed} ({split}, {setting})"
     store = Store() if store is None else store
     train_data = data_lib.load(dataset, "train", validation=config.validation, data_dir=data_dir)
     if config.train_examples:
@@ -702,6 +1125,7 @@ def run(
         "seed": seed,
         "split": split,
         "density": density,
+        "mac_weight": mac_weight,
     }
     if method == "dense":
         params = train(config, "dense", train_data, seed)
@@ -717,26 +1141,27 @@ def run(
     else:
         dense = store.load(dense_key, _dense_params(_init(model)))
         if dense is None:
-            raise ValueError(
-                f"the {method} run of {dataset} seed {seed} ({split}) needs its dense run first"
-            )
-        if method == "gated":
-            params = train(config, "gated", train_data, seed, density=density)
-            row |= gated_accounting(model, params, eval_data, density)
+            raise ValueError(f"the {method} run of {label} needs its dense run first")
+        if method in DYNAMIC:
+            if method == "gated":
+                params = train(config, "gated", train_data, seed, density=density)
+                net = DynamicNet.gated(model, params, density)
+            else:
+                supernet, row["supernet_key"] = _supernet(config, dataset, seed, train_data, store)
+                gate, gate_params = train_gate(config, supernet, train_data, seed, mac_weight)
+                store.save(key, gate_params)
+                net = DynamicNet.slimmable(model, supernet, gate, gate_params)
+            row |= accounting(net, eval_data)
             row["validation_macs"] = (
-                row["macs"]
-                if split == "validation"
-                else gated_accounting(model, params, val_data, density)["macs"]
+                row["macs"] if split == "validation" else accounting(net, val_data)["macs"]
             )
-            row |= measure_gated(config, params, dense, eval_data, density)
+            row |= measure_dynamic(config, net, dense, eval_data)
         else:
-            gated_key = run_key(config, dataset, "gated", seed, split, density)
-            if gated_key not in done:
-                raise ValueError(
-                    f"the static run of {dataset} seed {seed} ({split}, d={density}) "
-                    "needs its gated run first"
-                )
-            budget = done[gated_key]["validation_macs"]
+            budget_method = "gated" if density is not None else "slimmable"
+            budget_key = run_key(config, dataset, budget_method, seed, split, density, mac_weight)
+            if budget_key not in done:
+                raise ValueError(f"the static run of {label} needs its {budget_method} run first")
+            budget = done[budget_key]["validation_macs"]
             fraction, widths, _ = static_widths(model, dense, budget)
             masks = _channel_masks(dense, widths)
             params = train(
@@ -768,6 +1193,7 @@ def run(
                 "macs": macs,
                 "mac_ratio": dense_macs / macs,
                 "macs_budget": budget,
+                "budget_method": budget_method,
                 "fraction": fraction,
                 "architecture": rebuilt.architecture,
                 "params": int(sum(np.size(x) for x in jax.tree.leaves(rebuilt.params))),
@@ -785,23 +1211,28 @@ def _init(model: gating.GatedCNN) -> Any:
     )
 
 
-def choose_density(rows: Iterable[Mapping[str, Any]], config: Config, dataset: str) -> float:
-    """The density the validation runs choose for ``dataset`` (the rule fixed in advance).
+def choose(
+    rows: Iterable[Mapping[str, Any]], config: Config, dataset: str, method: str = "gated"
+) -> float:
+    """The setting the validation runs choose for a dynamic method on ``dataset`` (the rule
+    fixed in advance): the gated method's density or the slimmable method's MAC weight.
 
-    Among the candidate densities whose validation error is at most the dense run's plus
-    ``config.max_loss``, the one with the largest ``mac_ratio``; if none qualifies, the one
-    with the lowest validation error.
+    Among the candidates (:meth:`Config.candidates`) whose validation error is at most the
+    dense run's plus ``config.max_loss``, the one with the largest ``mac_ratio``; if none
+    qualifies, the one with the lowest validation error.
 
     Args:
       rows: result rows (only this config's validation rows of the selection seed count).
-      config: the experiment (``densities``, ``max_loss``, ``selection_seed``).
+      config: the experiment (the candidates, ``max_loss``, ``selection_seed``).
       dataset: the dataset to choose for.
+      method: a key of :data:`DYNAMIC`.
 
     Returns:
-      The chosen density.
+      The chosen density (gated) or MAC weight (slimmable).
 
     Raises:
-      ValueError: if a validation run of the dense network or of a candidate is missing.
+      ValueError: for a method that is not dynamic, or if a validation run of the dense
+        network or of a candidate is missing.
 
     Examples:
       >>> from dynprune.harness import gating_runs
@@ -813,9 +1244,12 @@ def choose_density(rows: Iterable[Mapping[str, Any]], config: Config, dataset: s
       ...             "mac_ratio": mac_ratio}
       >>> rows = [row("dense", None, 0.010, 1.0), row("gated", 0.5, 0.012, 2.1),
       ...         row("gated", 0.3, 0.014, 3.0)]
-      >>> gating_runs.choose_density(rows, config, "mnist")  # 0.3 loses 0.4 points > 0.3
+      >>> gating_runs.choose(rows, config, "mnist")  # 0.3 loses 0.4 points > 0.3
       0.5
     """
+    if method not in DYNAMIC:
+        raise ValueError(f"method must be one of {tuple(DYNAMIC)}, got {method!r}")
+    setting = DYNAMIC[method]
     mine = [
         r
         for r in rows
@@ -823,30 +1257,36 @@ def choose_density(rows: Iterable[Mapping[str, Any]], config: Config, dataset: s
         and r["dataset"] == dataset
         and r["split"] == "validation"
         and r["seed"] == config.selection_seed
-        and r["key"] == run_key(config, dataset, r["method"], r["seed"], "validation", r["density"])
+        and r["key"]
+        == run_key(
+            config, dataset, r["method"], r["seed"], "validation", r["density"], r.get("mac_weight")
+        )
     ]
     dense = [r for r in mine if r["method"] == "dense"]
-    gated = {r["density"]: r for r in mine if r["method"] == "gated"}
-    missing = [d for d in config.densities if d not in gated]
+    runs = {r[setting]: r for r in mine if r["method"] == method}
+    candidates = config.candidates(method)
+    missing = [c for c in candidates if c not in runs]
     if not dense or missing:
         raise ValueError(
             f"{dataset}: the validation runs are not finished (dense: {bool(dense)}, "
-            f"densities missing: {missing})"
+            f"{method} runs missing: {setting} in {missing})"
         )
-    ok = [d for d in config.densities if gated[d]["error"] <= dense[0]["error"] + config.max_loss]
+    ok = [c for c in candidates if runs[c]["error"] <= dense[0]["error"] + config.max_loss]
     if ok:
-        return max(ok, key=lambda d: gated[d]["mac_ratio"])
-    return min(config.densities, key=lambda d: gated[d]["error"])
+        return max(ok, key=lambda c: runs[c]["mac_ratio"])
+    return min(candidates, key=lambda c: runs[c]["error"])
 
 
 def plan(config: Config, rows: Iterable[Mapping[str, Any]], split: str) -> list[dict[str, Any]]:
     """The runs of ``split`` in order, as keyword arguments of :func:`run` (without ``out``):
-    validation: per dataset, the dense run and a gated run per candidate density (selection
-    seed); test: per dataset and seed, dense, gated and static at the chosen density.
+    validation: per dataset, the dense run, a gated run per candidate density and a
+    slimmable run per candidate MAC weight (selection seed); test: per dataset and seed,
+    dense, then for each dynamic method with candidates, that method and static at its
+    chosen setting (:func:`choose`).
 
     Args:
       config: the experiment.
-      rows: the rows so far (the test plan reads the validation rows' choice).
+      rows: the rows so far (the test plan reads the validation rows' choices).
       split: :data:`SPLITS`.
 
     Returns:
@@ -857,9 +1297,10 @@ def plan(config: Config, rows: Iterable[Mapping[str, Any]], split: str) -> list[
 
     Examples:
       >>> from dynprune.harness import gating_runs
-      >>> config = gating_runs.Config.from_dict(gating_runs.SMALL)
-      >>> [(r["method"], r.get("density")) for r in gating_runs.plan(config, [], "validation")]
-      [('dense', None), ('gated', 0.5), ('gated', 0.3)]
+      >>> config = gating_runs.Config.from_dict({**gating_runs.SMALL, "mac_weights": [0.1]})
+      >>> [(r["method"], r.get("density"), r.get("mac_weight"))
+      ...  for r in gating_runs.plan(config, [], "validation")]
+      [('dense', None, None), ('gated', 0.5, None), ('gated', 0.3, None), ('slimmable', None, 0.1)]
     """
     rows = list(rows)
     runs = []
@@ -867,22 +1308,37 @@ def plan(config: Config, rows: Iterable[Mapping[str, Any]], split: str) -> list[
         if split == "validation":
             seed = config.selection_seed
             runs.append(dict(dataset=dataset, method="dense", seed=seed, split=split))
-            for d in config.densities:
-                runs.append(
-                    dict(dataset=dataset, method="gated", seed=seed, split=split, density=d)
-                )
+            for method, setting in DYNAMIC.items():
+                for value in config.candidates(method):
+                    runs.append(
+                        dict(
+                            dataset=dataset,
+                            method=method,
+                            seed=seed,
+                            split=split,
+                            **{setting: value},
+                        )
+                    )
             continue
-        d = choose_density(rows, config, dataset)
+        chosen = {
+            method: {setting: choose(rows, config, dataset, method)}
+            for method, setting in DYNAMIC.items()
+            if config.candidates(method)
+        }
         for seed in config.seeds:
             runs.append(dict(dataset=dataset, method="dense", seed=seed, split=split))
-            for method in ("gated", "static"):
-                runs.append(dict(dataset=dataset, method=method, seed=seed, split=split, density=d))
+            for method, setting in chosen.items():
+                for arm in (method, "static"):
+                    runs.append(
+                        dict(dataset=dataset, method=arm, seed=seed, split=split, **setting)
+                    )
     return runs
 
 
 def format_table(rows: Iterable[Mapping[str, Any]], config: Config) -> str:
-    """Markdown table of the test runs: per dataset and method, error (mean ± sd over
-    seeds), the loss against dense, MAC ratio and measured speedups at batch 1 and 64.
+    """Markdown table of the test runs: per dataset, method and setting (d or λ), error
+    (mean ± sd over seeds), the loss against dense, MAC ratio and measured speedups at
+    batch 1 and 64.
 
     Args:
       rows: result rows (only the test rows count).
@@ -902,25 +1358,26 @@ def format_table(rows: Iterable[Mapping[str, Any]], config: Config) -> str:
     """
     rows = [r for r in rows if r.get("experiment") == "gating" and r["split"] == "test"]
     lines = [
-        "| dataset | method | d | seeds | test error % | vs dense (pt) | MAC ratio "
+        "| dataset | method | d / λ | seeds | test error % | vs dense (pt) | MAC ratio "
         "| speedup b1 | speedup b64 | architecture |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in config.datasets:
         base = [r["error"] for r in rows if r["dataset"] == dataset and r["method"] == "dense"]
         for method in METHODS:
-            mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
-            if not mine:
-                continue
-            err = 100 * np.array([r["error"] for r in mine])
-            sd = f" ± {err.std(ddof=1):.2f}" if len(err) > 1 else ""
-            delta = err.mean() - 100 * np.mean(base) if base else math.nan
-            arch = " / ".join(dict.fromkeys(r.get("architecture", "") for r in mine))
-            density = "" if mine[0]["density"] is None else f"{mine[0]['density']:g}"
-            lines.append(
-                f"| {dataset} | {method} | {density} | {len(mine)} | {err.mean():.2f}{sd} "
-                f"| {delta:+.2f} | {np.mean([r['mac_ratio'] for r in mine]):.2f}x "
-                f"| {np.mean([r['speedup_b1'] for r in mine]):.2f}x "
-                f"| {np.mean([r['speedup_b64'] for r in mine]):.2f}x | {arch} |"
-            )
+            arms: dict[str, list[Mapping[str, Any]]] = {}
+            for r in rows:
+                if r["dataset"] == dataset and r["method"] == method:
+                    arms.setdefault(setting_label(r), []).append(r)
+            for setting, mine in arms.items():
+                err = 100 * np.array([r["error"] for r in mine])
+                sd = f" ± {err.std(ddof=1):.2f}" if len(err) > 1 else ""
+                delta = err.mean() - 100 * np.mean(base) if base else math.nan
+                arch = " / ".join(dict.fromkeys(r.get("architecture", "") for r in mine))
+                lines.append(
+                    f"| {dataset} | {method} | {setting} | {len(mine)} | {err.mean():.2f}{sd} "
+                    f"| {delta:+.2f} | {np.mean([r['mac_ratio'] for r in mine]):.2f}x "
+                    f"| {np.mean([r['speedup_b1'] for r in mine]):.2f}x "
+                    f"| {np.mean([r['speedup_b64'] for r in mine]):.2f}x | {arch} |"
+                )
     return "\n".join(lines)
