@@ -383,7 +383,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
     the :func:`verdict`, the mean validation error, compression over all parameters and over
     the pruned weights alone (the papers' per-layer tables leave biases out), the number of
     seeds and the mean wall time. Final rows only; a recipe without any shows its rows from
-    before the protocol, marked †; a recipe with neither is left out.
+    before the protocol, marked †; a recipe with neither is left out, and so is a structured
+    recipe (``published_params``: :func:`format_structured_table` shows it).
 
     Args:
       rows: result rows (:func:`rows_of` picks each recipe's), with ``test_error``,
@@ -418,8 +419,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     final = {name: rows_of(rows, name, recipe) for name, recipe in recipes.items()}
-    means = {n: 100 * float(np.mean([r["test_error"] for r in f])) for n, f in final.items() if f}
+    means = _means(final)
     for name, recipe in recipes.items():
+        if recipe.published_params is not None:
+            continue
         mine, mark = final[name], ""
         if not mine:
             mine, mark = rows_of(rows, name, recipe, mode=PRE_PROTOCOL), " †"
@@ -444,7 +447,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
         comp = np.mean([np.inf if r["compression"] is None else r["compression"] for r in mine])
         weights = [r.get("weights_compression") for r in mine]
         weights_mean = None if None in weights else float(np.mean(weights))
-        result = verdict(recipe, errors, weights_mean, _largest(mine, "reconstructed_params"))
+        result = verdict(recipe, errors, weights_mean)
         shown = "–" if weights_mean is None else f"{weights_mean:.1f}x"
         wall = np.mean([r["wall_s"] for r in mine])
         lines.append(
@@ -453,6 +456,11 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
             f"{val:.2f}% | {comp:.1f}x | {shown} | {len(mine)} | {wall:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _means(final: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float]:
+    """Each recipe's mean test error in percent, over its final rows (those that have any)."""
+    return {n: 100 * float(np.mean([r["test_error"] for r in f])) for n, f in final.items() if f}
 
 
 def _largest(rows: Sequence[Mapping[str, Any]], field: str) -> float | None:
@@ -470,7 +478,9 @@ def format_structured_table(
     reconstructed architecture in the papers' notation (units kept per position, input
     features first; each distinct one over the seeds), the largest parameter count of the
     reconstructed models (biases included) against the published model's, the test error
-    over seeds (mean, sample std, 95% t-interval), the :func:`verdict`, and the measured
+    over seeds (mean, sample std, 95% t-interval), the change against the dense baseline's
+    test error (points), the difference from the published error in test images, the
+    :func:`verdict`, and the measured
     inference speedup of the reconstructed model over the dense one on w ⊙ m (median over
     seeds) at batch 1 and 256.
 
@@ -496,26 +506,36 @@ def format_structured_table(
       ...     "test_error": e, "architecture": "100-64-40", "reconstructed_params": 9474,
       ...     "inference_speedup": {"1": 1.2, "256": 7.0}} for k, e in [("a", .015), ("b", .016)]]
       >>> print(format_structured_table(rows, {"small": recipe}).splitlines()[2])
-      | `small` | 97-71-33 at 1.6% (VIB) | 100-64-40 | 9,474 (9,674) | 1.55% ± 0.07 | 0.91–2.19% | meets | 1.2x | 7.0x |
+      | `small` | 97-71-33 at 1.6% (VIB) | 100-64-40 | 9,474 (9,674) | 1.55% ± 0.07 | 0.91–2.19% | – | -5 images | meets | 1.2x | 7.0x |
     """  # noqa: E501
     lines = [
         "| recipe | published | architecture | parameters (published) | test error (mean ± s) "
-        "| 95% interval | verdict | speedup b1 | speedup b256 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| 95% interval | vs dense | vs published | verdict | speedup b1 | speedup b256 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    final = {name: rows_of(rows, name, recipe) for name, recipe in recipes.items()}
+    means = _means(final)
     for name, recipe in recipes.items():
-        mine = rows_of(rows, name, recipe)
+        mine = final[name]
         if recipe.published_params is None or not mine:
             continue
         errors = [100 * r["test_error"] for r in mine]
         mean, s, half = interval(errors) if len(errors) > 1 else (errors[0], math.nan, math.nan)
         params = _largest(mine, "reconstructed_params")
         speedup = {b: np.median([r["inference_speedup"][b] for r in mine]) for b in ("1", "256")}
+        dense = means.get(recipe.baseline) if recipe.baseline else None
+        versus = "–" if dense is None else f"{mean - dense:+.2f}"
+        published = (
+            "–"
+            if recipe.published_error is None
+            else f"{round(100 * (mean - recipe.published_error)):+d} images"
+        )
         lines.append(
             f"| `{name}` | {recipe.published} | "
             f"{' / '.join(dict.fromkeys(r['architecture'] for r in mine))} | "
             f"{params:,} ({recipe.published_params:,}) | {mean:.2f}% ± {s:.2f} | "
-            f"{mean - half:.2f}–{mean + half:.2f}% | {verdict(recipe, errors, None, params)} | "
+            f"{mean - half:.2f}–{mean + half:.2f}% | {versus} | {published} | "
+            f"{verdict(recipe, errors, None, params)} | "
             f"{speedup['1']:.1f}x | {speedup['256']:.1f}x |"
         )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
