@@ -140,11 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["wall_s"],
         )
     rows = results.read_jsonl(out)
-    tables = [
-        recipes.format_table(rows, available),
-        recipes.format_structured_table(rows, available),
-    ]
-    recipes.write_atomically(out.with_suffix(".md"), "\n".join(t for t in tables if t))
+    recipes.write_atomically(out.with_suffix(".md"), recipes.format_tables(rows, available))
     mine = recipes.rows_of(rows, args.recipe, dataclasses.replace(recipe, run=run), mode=mode)
     if not mine:
         sys.exit(f"no {mode} rows of {args.recipe} in {out}")

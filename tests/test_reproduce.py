@@ -87,8 +87,8 @@ def test_the_committed_rows_are_keyed_by_their_config_data():
         before = recipes.rows_of(rows, name, recipe, mode=recipes.PRE_PROTOCOL)
         assert {r["seed"] for r in final} <= set(range(recipe.seeds)), name
         assert len(final or before) <= recipe.seeds, name
-    table = recipes.format_table(rows, loaded)
-    assert table == (root / "experiments/results/reproductions.md").read_text()
+    tables = recipes.format_tables(rows, loaded)
+    assert tables == (root / "experiments/results/reproductions.md").read_text()
 
 
 def test_the_interval_is_the_sample_std_and_student_t():

@@ -36,6 +36,7 @@ __all__ = [
     "Recipe",
     "format_structured_table",
     "format_table",
+    "format_tables",
     "interval",
     "load",
     "lock_problems",
@@ -435,13 +436,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
             spread = f"{mean:.2f}% ± {s:.2f} | {mean - half:.2f}–{mean + half:.2f}%"
         else:  # one seed so far: no spread to give
             spread = f"{mean:.2f}% | –"
-        dense = means.get(recipe.baseline) if recipe.baseline else None
-        versus = "–" if dense is None else f"{mean - dense:+.2f}"
-        published = (
-            "–"
-            if recipe.published_error is None
-            else f"{round(100 * (mean - recipe.published_error)):+d} images"
-        )
+        versus, published = _differences(recipe, mean, means)
         val = 100 * np.mean([r["val_error"] for r in mine])
         # None: nothing left unpruned, compression undefined (as in sweep.summarise)
         comp = np.mean([np.inf if r["compression"] is None else r["compression"] for r in mine])
@@ -461,6 +456,16 @@ def format_table(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe
 def _means(final: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float]:
     """Each recipe's mean test error in percent, over its final rows (those that have any)."""
     return {n: 100 * float(np.mean([r["test_error"] for r in f])) for n, f in final.items() if f}
+
+
+def _differences(recipe: Recipe, mean: float, means: Mapping[str, float]) -> tuple[str, str]:
+    """The table's "vs dense" (points against the baseline's mean test error) and "vs
+    published" (the difference in test images, 10,000 · Δ) cells, "–" where unknown."""
+    dense = means.get(recipe.baseline) if recipe.baseline else None
+    versus = "–" if dense is None else f"{mean - dense:+.2f}"
+    if recipe.published_error is None:
+        return versus, "–"
+    return versus, f"{round(100 * (mean - recipe.published_error)):+d} images"
 
 
 def _largest(rows: Sequence[Mapping[str, Any]], field: str) -> float | None:
@@ -523,13 +528,7 @@ def format_structured_table(
         mean, s, half = interval(errors) if len(errors) > 1 else (errors[0], math.nan, math.nan)
         params = _largest(mine, "reconstructed_params")
         speedup = {b: np.median([r["inference_speedup"][b] for r in mine]) for b in ("1", "256")}
-        dense = means.get(recipe.baseline) if recipe.baseline else None
-        versus = "–" if dense is None else f"{mean - dense:+.2f}"
-        published = (
-            "–"
-            if recipe.published_error is None
-            else f"{round(100 * (mean - recipe.published_error)):+d} images"
-        )
+        versus, published = _differences(recipe, mean, means)
         lines.append(
             f"| `{name}` | {recipe.published} | "
             f"{' / '.join(dict.fromkeys(r['architecture'] for r in mine))} | "
@@ -539,6 +538,25 @@ def format_structured_table(
             f"{speedup['1']:.1f}x | {speedup['256']:.1f}x |"
         )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def format_tables(rows: Sequence[Mapping[str, Any]], recipes: Mapping[str, Recipe]) -> str:
+    """The reproductions' Markdown file: :func:`format_table`, then, if any structured recipe
+    has final rows, a blank line and :func:`format_structured_table`.
+
+    Args:
+      rows: result rows, as both tables take them.
+      recipes: ``{name: Recipe}``, in the tables' order.
+
+    Returns:
+      The text (``experiments/results/reproductions.md``).
+
+    Examples:
+      >>> format_tables([], {}).splitlines()[0].startswith("| recipe | protocol |")
+      True
+    """
+    tables = [format_table(rows, recipes), format_structured_table(rows, recipes)]
+    return "\n".join(t for t in tables if t)
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
