@@ -3,6 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dynprune as dp
 from dynprune.harness import data, models, train
@@ -337,3 +339,33 @@ def test_structured_gmp_taylor_ranks_groups_by_squared_gradient_weight_sums():
     expected = _drop_lowest(inputs, 0.5)[:, None] & _drop_lowest(units, 0.4)[None, :]
     np.testing.assert_array_equal(dp.masks_of(state)["fc"]["kernel"], expected)
     assert not expected[0].any()
+
+
+_SHAPE = (7, 9)
+_ROWS_AND_COLUMNS = dp.prune(
+    optax.sgd(0.0), dp.algorithms.structured_gmp({"fc": 0.0}, 0, 1, inputs={"fc": 0.0})
+)
+_INIT, _UPDATE = jax.jit(_ROWS_AND_COLUMNS.init), jax.jit(_ROWS_AND_COLUMNS.update)
+
+
+@settings(max_examples=10, deadline=None)
+@given(u=st.floats(0, 1), v=st.floats(0, 1), seed=st.integers(0, 2**16))
+def test_structured_gmp_drops_exact_counts_of_whole_rows_and_columns(u, v, seed):
+    """Whatever the fractions (set in the state: one compiled update serves them all):
+    exactly round(u·n_out) columns and round(v·n_in) rows go, the mask is their outer
+    product, and the bias follows the columns."""
+    n_in, n_out = _SHAPE
+    w = np.random.default_rng(seed).normal(size=_SHAPE).astype(np.float32)
+    params = {"fc": {"kernel": w, "bias": np.zeros(n_out, np.float32)}}
+    state = dp.set_hyperparams(_INIT(params), **{"units:fc": u, "inputs:fc": v})
+    for _ in range(2):
+        _, state = _UPDATE(params, state, params)
+    m = np.asarray(dp.masks_of(state)["fc"]["kernel"])
+    kept_rows, kept_cols = m.any(axis=1), m.any(axis=0)
+    if kept_rows.any():
+        assert (~kept_cols).sum() == reference.count_to_drop(u, n_out)
+    if kept_cols.any():
+        assert (~kept_rows).sum() == reference.count_to_drop(v, n_in)
+    np.testing.assert_array_equal(m, kept_rows[:, None] & kept_cols[None, :])
+    np.testing.assert_array_equal(dp.masks_of(state)["fc"]["bias"], kept_cols)
+    assert _UPDATE._cache_size() == 1
