@@ -274,7 +274,9 @@ def test_a_slimmable_run_writes_one_row_of_per_input_accounting(slimmable_runs):
     per_bucket = gating.bucket_macs(config.model(), net.params, jnp.zeros((1, 28, 28, 1)))
     assert net.gate_macs == 48
     assert row["macs"] == pytest.approx(fractions[0] @ per_bucket + 48)
-    assert row["macs_p50"] <= row["macs_p95"] <= row["macs_dense"] == per_bucket[-1]
+    # at the full width an example pays the gate on top of the dense network
+    assert row["macs_p50"] <= row["macs_p95"] <= row["macs_dense"] + 48
+    assert row["macs_dense"] == per_bucket[-1]
     assert row["mac_ratio"] == pytest.approx(per_bucket[-1] / row["macs"])
 
 

@@ -271,6 +271,28 @@ def test_gradients_reach_the_width_gate_from_both_terms_and_not_the_supernet():
     assert np.abs(mac_only["logits"]["bias"]).max() > 0
 
 
+def test_a_gate_at_the_narrowest_width_still_learns_what_wider_ones_would_give():
+    """Without a MAC charge, a gate that picks the narrowest bucket for every input gets a
+    cross-entropy gradient that tells the buckets apart (the channels it leaves off pass
+    back their value); a straight-through sample once made it the same for every bucket.
+    At the initial weights, where the widths' losses differ."""
+    params = init_params()
+    gate = gating.WidthGate(choices=BUCKETS, hidden=4)
+    gate_params = jax.jit(gate.init)(KEY, stem_features(params, X))["params"]
+    bias = np.zeros(BUCKETS, np.float32)
+    bias[0] = 50.0  # every input, every Gumbel draw: bucket 0
+    gate_params = {**gate_params, "logits": {**gate_params["logits"], "bias": jnp.asarray(bias)}}
+    macs = gating.bucket_macs(MODEL, params, X[:1])
+    grads = jax.jit(
+        jax.grad(
+            lambda gp: gating.width_gate_loss(
+                gate, gp, MODEL, params, X, Y, KEY, macs=macs, mac_weight=0.0, temperature=50.0
+            )
+        )
+    )(gate_params)
+    assert np.abs(grads["logits"]["bias"]).max() > 1e-6
+
+
 def test_changing_lambda_or_temperature_does_not_recompile_and_lambda_narrows():
     params = supernet()
     gate = gating.WidthGate(choices=BUCKETS)

@@ -27,10 +27,11 @@ over d, or a change of d at inference, compiles once.
 - Dynamic slimmable training (two stages): :func:`slimmable_loss` trains the trunk as a
   supernet over its bucket widths (sandwich rule, in-place distillation);
   :class:`WidthGate` picks one bucket per input from the stem features, trained on the
-  frozen supernet by :func:`width_gate_loss` (straight-through
-  :func:`gumbel_straight_through`, MACs of the chosen widths from :func:`bucket_macs`
-  penalised); :func:`width_gates` turns a choice into :class:`Gates` that
-  ``GatedCNN.trunk``, ``BucketRunner.run`` and the accounting take as they are.
+  frozen supernet by :func:`width_gate_loss` (a relaxed Gumbel-softmax sample, MACs of
+  the chosen widths from :func:`bucket_macs` penalised; :func:`gumbel_straight_through`
+  gives the hard sample with the relaxed gradient); :func:`width_gates` turns a choice
+  into :class:`Gates` that ``GatedCNN.trunk``, ``BucketRunner.run`` and the accounting
+  take as they are.
 
 Examples:
   >>> import jax, jax.numpy as jnp

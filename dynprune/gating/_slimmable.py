@@ -14,8 +14,9 @@ S n indices drawn uniformly from {0, …, J−1}, sg the stop-gradient. Every wi
 on its own, so a gate choosing among them has something to choose between.
 
 Stage 2, the gate (:class:`WidthGate`, :func:`width_gate_loss`): the supernet frozen, a
-small gate reads the pooled stem features and picks one bucket c per example, a
-straight-through Gumbel-softmax sample (:func:`gumbel_straight_through`), trained with
+small gate reads the pooled stem features and picks one bucket c per example (the argmax
+of its logits at inference; a relaxed Gumbel-softmax sample in training, each channel at
+the probability that the sampled width covers it), trained with
 
     L = CE(f_c(x), y) + λ · (c · M) / M_{J−1},    M_j the MACs per example at bucket j
 
@@ -358,13 +359,19 @@ def width_gate_loss(
     """The width gate's loss on a frozen supernet: cross-entropy plus λ times the relative
     MACs of the widths it picks.
 
-    With c the straight-through Gumbel-softmax sample (:func:`gumbel_straight_through`) of
-    the gate's logits on the stem features and f_c the trunk at each example's bucket
-    (:func:`width_gates`),
+    With c = softmax((z + g)/τ) the relaxed Gumbel-softmax sample (g ~ Gumbel(0, 1)) of the
+    gate's logits z on the stem features, and f_c the trunk with channel k of gated layer l
+    at scale s_{l,k} = Σ_j c_j · [k < W_{l,j}] (the probability that the sampled width
+    covers it),
 
         L = mean_b [ CE(f_{c_b}(x_b), y_b) + λ · (c_b · M) / M_{J−1} ].
 
     Both terms reach the gate: the first through the channel scales, the second directly.
+    The sample is relaxed, not straight through (:func:`gumbel_straight_through`): with a
+    hard sample the channels past the chosen width sit at scale 0 before a ReLU, whose
+    derivative there is 0, so every bucket would get the same cross-entropy gradient and
+    the MAC term alone would drive the gate to the narrowest width. Lower τ brings f_c
+    closer to the hard widths run at inference (the argmax of z).
     ``params`` is held fixed (a stop-gradient): differentiate with respect to
     ``gate_params``. ``macs``, λ and τ are arrays, not constants of the program: a sweep
     over λ compiles once.
@@ -416,8 +423,13 @@ def width_gate_loss(
         )
     variables = {"params": lax.stop_gradient(params)}
     h = model.apply(variables, x, method=GatedCNN.features_of)
-    choice = gumbel_straight_through(gate.apply({"params": gate_params}, h), key, temperature)
-    logits = model.apply(variables, h, width_gates(model, choice), method=GatedCNN.trunk)
+    g = jax.random.gumbel(key, (x.shape[0], buckets), jnp.float32)
+    choice = jax.nn.softmax((gate.apply({"params": gate_params}, h) + g) / temperature, axis=-1)
+    # Relaxed, not straight through: with a hard sample the channels past the chosen width
+    # are at scale 0 before a ReLU, whose derivative at 0 is 0, so every bucket would get the
+    # same CE gradient and only the MAC term would move the gate (to the narrowest, for good).
+    soft = [Gates(g.saliency, jnp.ones_like(g.kept)) for g in width_gates(model, choice)]
+    logits = model.apply(variables, h, soft, method=GatedCNN.trunk)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     macs = jnp.asarray(macs, choice.dtype)
     return jnp.mean(ce + mac_weight * (choice @ macs) / macs[-1])

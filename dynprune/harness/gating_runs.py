@@ -20,8 +20,8 @@ mode, whose gated layer l runs at one of the bucket widths W_{l,j} = ⌈f_j·C_l
   f_j the network with every gated layer at bucket j, S two buckets drawn uniformly per
   step. Stage 2 freezes the supernet and trains a :class:`~dynprune.gating.WidthGate`
   (on the pooled stem features, hidden layer ``gate_hidden``) for ``gate_epochs`` epochs;
-  it picks one bucket c per example, a straight-through Gumbel-softmax sample at
-  temperature τ (``temperature``), and is charged for the MACs it picks
+  it picks one bucket c per example, in training a relaxed Gumbel-softmax sample at
+  temperature τ (``temperature``), at inference the argmax, and is charged for the MACs it picks
   (:func:`dynprune.gating.width_gate_loss`):
 
       L_2 = mean_b [ CE(f_{c_b}(x_b), y_b) + λ · M_{c_b} / M_{J−1} ],
