@@ -157,18 +157,19 @@ def structured_gmp(
             ranked = {"g": jnp.moveaxis(score_, axis, -1)}
             keep = jnp.moveaxis(masks.structured(ranked, hp[name] * p)["g"], -1, axis)
             by_path[path] = by_path.get(path, jnp.ones(jnp.shape(w), bool)) & keep
-
-        def leaf_mask(path: str, x: Any) -> jax.Array | None:
-            if path in by_path:
-                return by_path[path]
-            head, _, name = path.rpartition("/")
-            kernel = f"{head}/kernel" if head else "kernel"
-            if name == "bias" and kernel in by_path and match("units", kernel) is not None:
-                m = by_path[kernel]
-                return jnp.any(m, axis=tuple(range(m.ndim - 1))).reshape(jnp.shape(x))
-            return None
-
-        return tree_lib.map_with_path(leaf_mask, params)
+        # A kernel whose units are pruned as neuron-shaped masks, for with_bias to extend
+        # to its bias; then every kernel gets its full mask (units ∧ inputs).
+        units = tree_lib.map_with_path(
+            lambda path, x: (
+                jnp.any(by_path[path], axis=tuple(range(jnp.ndim(x) - 1)), keepdims=True)
+                if path in by_path and match("units", path) is not None
+                else None
+            ),
+            params,
+        )
+        return tree_lib.map_with_path(
+            lambda path, x, m: by_path.get(path, m), params, masks.with_bias(units, params)
+        )
 
     def zero_sums(params: PyTree) -> tuple:
         return tuple(jnp.zeros_like(group_sum(w, axis)) for _, _, axis, w in groups(params))
