@@ -84,6 +84,7 @@ from dynprune.harness import results
 log = logging.getLogger(__name__)
 
 METHODS = ("dense", "gated", "static", "slimmable")
+_EXAMPLE = np.zeros((1, 28, 28, 1), np.float32)  # one input: MAC counts, traces; NumPy: no backend
 DYNAMIC = {"gated": "density", "slimmable": "mac_weight"}
 """The per-input methods and the :func:`run` argument that sets each (its candidates: the
 config's ``densities``, ``mac_weights``; :meth:`Config.candidates`)."""
@@ -467,7 +468,7 @@ def train(
     """
     model = config.model()
     if params is None:
-        params = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))["params"]
+        params = model.init(jax.random.key(seed), _EXAMPLE)["params"]
         if method != "gated":
             params = _dense_params(params)
     params = _fit(
@@ -516,11 +517,10 @@ def train_gate(
     """
     mac_weight = check_mac_weight(mac_weight)
     model = config.model()
-    example = jnp.zeros((1, 28, 28, 1))
     gate = gating.WidthGate(choices=len(config.buckets), hidden=config.gate_hidden)
-    h = model.apply({"params": params}, example, method=gating.GatedCNN.features_of)
+    h = model.apply({"params": params}, _EXAMPLE, method=gating.GatedCNN.features_of)
     init_key, noise_key = jax.random.split(jax.random.key(seed))
-    macs = jnp.asarray(gating.bucket_macs(model, params, example), jnp.float32)
+    macs = jnp.asarray(gating.bucket_macs(model, params, _EXAMPLE), jnp.float32)
 
     def loss(gate_params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> jax.Array:
         return gating.width_gate_loss(
@@ -666,9 +666,7 @@ class DynamicNet:
             choice = jnp.argmax(gate.apply({"params": gate_params}, h), axis=-1)
             return h, gating.width_gates(model, choice)
 
-        h = model.apply(
-            {"params": params}, jnp.zeros((1, 28, 28, 1)), method=gating.GatedCNN.features_of
-        )
+        h = model.apply({"params": params}, _EXAMPLE, method=gating.GatedCNN.features_of)
         cost = dp.stats.cost(lambda p, h: gate.apply({"params": p}, h), gate_params, h)
         return cls(model, params, gates, float(cost["total"]["macs_dense"]))
 
@@ -718,7 +716,7 @@ def accounting(net: DynamicNet, data: data_lib.Dataset) -> dict[str, Any]:
         return (logits, *(g.kept for g in gates))
 
     logits, *kept = _predict(jax.jit(logits_and_kept), data)
-    layers = gating.layer_macs(net.model, net.params, kept, jnp.zeros((1, 28, 28, 1)))
+    layers = gating.layer_macs(net.model, net.params, kept, _EXAMPLE)
     layers.append(gating.LayerMACs(net.gate_macs, predictor=True))
     summary = gating.summarize_macs(gating.effective_macs(layers), gating.dense_macs(layers))
     buckets = gating.check_buckets(net.model.buckets)
@@ -770,7 +768,7 @@ def static_widths(
     widths = [np.maximum(1, np.round(fractions * c)).astype(int) for c in model.features[1:]]
     channels = model.features[1:]
     kept = [np.arange(c)[None, :] < w[:, None] for c, w in zip(channels, widths, strict=True)]
-    layers = gating.layer_macs(model, params, kept, jnp.zeros((1, 28, 28, 1)))
+    layers = gating.layer_macs(model, params, kept, _EXAMPLE)
     macs = gating.effective_macs(layers)
     best = int(np.argmin(np.abs(macs - target_macs)))
     return float(fractions[best]), tuple(int(w[best]) for w in widths), float(macs[best])
@@ -802,6 +800,11 @@ def _latency_b1(
         for name, median in dp.stats.interleaved_medians(bound, reps=reps, warmup=1).items():
             totals[name] += median
     return totals
+
+
+def _macs(apply_fn: Callable[[Any, jax.Array], Any], params: Any) -> float:
+    """MACs per example of ``apply_fn(params, ·)`` (:func:`dynprune.stats.cost`)."""
+    return float(dp.stats.cost(apply_fn, params, _EXAMPLE)["total"]["macs_dense"])
 
 
 def _dense_fn(model: gating.GatedCNN) -> Callable[[Any, jax.Array], jax.Array]:
@@ -1131,11 +1134,7 @@ def run(
         params = train(config, "dense", train_data, seed)
         store.save(key, params)
         logits = _predict(jax.jit(lambda x: _dense_fn(model)(params, x)), eval_data)[0]
-        macs = float(
-            dp.stats.cost(_dense_fn(model), params, jnp.zeros((1, 28, 28, 1)))["total"][
-                "macs_dense"
-            ]
-        )
+        macs = _macs(_dense_fn(model), params)
         row |= {"error": _error(logits, eval_data.labels), "macs": macs, "mac_ratio": 1.0}
         row |= {"speedup_b1": 1.0, "speedup_b64": 1.0}
     else:
@@ -1173,20 +1172,10 @@ def run(
                 masks=masks,
                 epochs=config.static_epochs,
             )
-            rebuilt = dp.surgery.reconstruct(
-                _dense_fn(model), params, masks, jnp.zeros((1, 28, 28, 1))
-            )
+            rebuilt = dp.surgery.reconstruct(_dense_fn(model), params, masks, _EXAMPLE)
             logits = _predict(jax.jit(lambda x: rebuilt.apply(rebuilt.params, x)), eval_data)[0]
-            macs = float(
-                dp.stats.cost(rebuilt.apply, rebuilt.params, jnp.zeros((1, 28, 28, 1)))["total"][
-                    "macs_dense"
-                ]
-            )
-            dense_macs = float(
-                dp.stats.cost(_dense_fn(model), dense, jnp.zeros((1, 28, 28, 1)))["total"][
-                    "macs_dense"
-                ]
-            )
+            macs = _macs(rebuilt.apply, rebuilt.params)
+            dense_macs = _macs(_dense_fn(model), dense)
             row |= {
                 "error": _error(logits, eval_data.labels),
                 "macs_dense": dense_macs,
@@ -1206,9 +1195,7 @@ def run(
 
 
 def _init(model: gating.GatedCNN) -> Any:
-    return jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    )
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), _EXAMPLE)["params"])
 
 
 def choose(
