@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dynprune as dp
@@ -40,6 +41,28 @@ def test_config_refuses_unknown_and_missing_fields_and_bad_values_by_name():
         tiny_config(mac_weights=[0.1, -1])
     with pytest.raises(ValueError, match="no densities and no mac_weights"):
         tiny_config(densities=[])
+    with pytest.raises(ValueError, match=r"schedule must be one of .*, got 'linear'"):
+        tiny_config(schedule="linear")
+
+
+def test_a_cosine_schedule_decays_each_stage_to_zero_and_enters_the_keys(monkeypatch):
+    """T = epochs · (examples // batch): SMALL's one epoch of 256 images in batches of 64 is
+    4 steps, so η_0 = η and η_4 = 0; a constant schedule stays out of the keys."""
+    constant, cosine = tiny_config(), tiny_config(schedule="cosine")
+    assert "schedule" not in constant.training() and cosine.training()["schedule"] == "cosine"
+    assert gating_runs.run_key(constant, "mnist", "dense", 0, "validation", None) != (
+        gating_runs.run_key(cosine, "mnist", "dense", 0, "validation", None)
+    )
+    rates = []
+    adam = optax.adam
+    monkeypatch.setattr(optax, "adam", lambda lr: rates.append(lr) or adam(lr))
+    images = np.random.default_rng(0).integers(0, 255, (256, 28, 28, 1), np.uint8)
+    tiny = data.Dataset(images, np.arange(256) % 10)
+    gating_runs.train(constant, "dense", tiny, seed=0)
+    gating_runs.train(cosine, "dense", tiny, seed=0)
+    assert rates[0] == constant.learning_rate
+    assert np.isclose(rates[1](0), cosine.learning_rate) and rates[1](4) == 0
+    assert np.isclose(rates[1](2), cosine.learning_rate / 2)
 
 
 def test_the_committed_gating_rows_keep_their_keys():

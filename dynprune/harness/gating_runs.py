@@ -89,6 +89,8 @@ DYNAMIC = {"gated": "density", "slimmable": "mac_weight"}
 """The per-input methods and the :func:`run` argument that sets each (its candidates: the
 config's ``densities``, ``mac_weights``; :meth:`Config.candidates`)."""
 SPLITS = ("validation", "test")
+SCHEDULES = ("constant", "cosine")
+"""Step-size schedules of every stage (:attr:`Config.schedule`)."""
 SMALL = {
     "features": [4, 8, 8],
     "stem_pool": True,
@@ -158,7 +160,10 @@ class Config:
       epochs: training epochs of the dense and gated runs and of the slimmable supernet.
       static_epochs: fine-tuning epochs of the static run.
       batch_size: training batch.
-      learning_rate: Adam's step size (constant), every stage.
+      learning_rate: Adam's step size η, every stage.
+      schedule: the step size over each stage's T steps: ``"constant"`` (η throughout, the
+        default) or ``"cosine"`` (η_t = η·½(1 + cos(π·t/T)), decayed to 0 at the stage's
+        end, as :func:`dynprune.harness.optimizers.make`'s ``"cosine"``).
       l1: λ_1, the weight of the gated method's L1 penalty on saliencies.
       validation: training images held out as the validation split.
       train_examples: train on the first this many of the remaining training images
@@ -201,6 +206,7 @@ class Config:
     gate_epochs: int = 1
     temperature: float = 1.0
     gate_hidden: int | None = None
+    schedule: str = "constant"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:
@@ -241,6 +247,10 @@ class Config:
             check_mac_weight(mac_weight)
         if not (math.isfinite(config.temperature) and config.temperature > 0):
             raise ValueError(f"gating config: temperature must be > 0, got {config.temperature}")
+        if config.schedule not in SCHEDULES:
+            raise ValueError(
+                f"gating config: schedule must be one of {SCHEDULES}, got {config.schedule!r}"
+            )
         if config.gate_epochs < 1:
             raise ValueError(f"gating config: gate_epochs must be >= 1, got {config.gate_epochs}")
         if not config.densities and not config.mac_weights:
@@ -265,14 +275,13 @@ class Config:
         """The fields every run's key depends on besides (dataset, method, seed, split,
         density): every field but the choices among runs (candidates, seeds, datasets,
         selection), the latency measurement's size and the width gate's fields
-        (:meth:`gate_training`)."""
-        return {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
-            if k
-            not in {"densities", "mac_weights", "max_loss", "selection_seed", "seeds", "datasets"}
-            | {"latency_examples", "latency_reps", *_GATE_FIELDS}
-        }
+        (:meth:`gate_training`). A constant schedule is left out, so the keys of runs made
+        before ``schedule`` existed stay what they were."""
+        left_out = {"densities", "mac_weights", "max_loss", "selection_seed", "seeds", "datasets"}
+        left_out |= {"latency_examples", "latency_reps", *_GATE_FIELDS}
+        if self.schedule == "constant":
+            left_out.add("schedule")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in left_out}
 
     def gate_training(self) -> dict[str, Any]:
         """The width gate's fields: the keys of the runs that depend on a MAC weight
@@ -399,9 +408,16 @@ def _fit(
     name: str,
 ) -> Any:
     """Adam on ``loss(params, images, labels, fold_in(key, t))`` at step t, ``epochs``
-    epochs of ``train_data`` in the order of ``seed``; logs the mean loss of every
-    ``_LOG_STEPS`` steps and of each epoch's last ones."""
-    tx = optax.adam(config.learning_rate)
+    epochs of ``train_data`` in the order of ``seed``, the step size by ``config.schedule``
+    over those T steps; logs the mean loss of every ``_LOG_STEPS`` steps and of each
+    epoch's last ones."""
+    steps = epochs * (len(train_data.labels) // config.batch_size)
+    lr = (
+        optax.cosine_decay_schedule(config.learning_rate, max(steps, 1))
+        if config.schedule == "cosine"
+        else config.learning_rate
+    )
+    tx = optax.adam(lr)
 
     @jax.jit
     def step(params, opt_state, images, labels, t):
