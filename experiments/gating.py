@@ -1,10 +1,12 @@
-"""Per-input pruning on MNIST and Fashion-MNIST: dynamic networks (FBS-gated or dynamic
-slimmable) vs dense vs static at equal MACs.
+"""Per-input pruning on MNIST and Fashion-MNIST: dynamic networks (FBS-gated, dynamic
+slimmable, or a confidence cascade over the slimmable supernet's widths) vs dense vs static
+at equal MACs.
 
 A thin command line over ``dynprune.harness.gating_runs``; the experiment is the data in
 ``--config``: ``experiments/gating.json`` (default; the FBS-gated method, candidate
 densities) or ``experiments/gating-dsnet.json`` (the dynamic slimmable method, candidate
-MAC weights). Two stages, in order:
+MAC weights); a config's ``thresholds`` add the cascade, one candidate threshold each.
+Two stages, in order:
 
   validation  per dataset, the dense run and one run per candidate setting of each dynamic
               method (selection seed), evaluated on the 5,000 held-out training images; no

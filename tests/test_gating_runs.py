@@ -1,6 +1,7 @@
 """The gating experiment: config checks, the selection rule, static widths and masks, a
 whole (tiny) validation → test pass on real MNIST whose rows exist once, and the dynamic
-slimmable method's runs (one supernet + gate, its static arm) on real MNIST."""
+slimmable method's runs (one supernet + gate, its static arm) and a confidence cascade on
+the same supernet on real MNIST."""
 
 import dataclasses
 import json
@@ -39,7 +40,11 @@ def test_config_refuses_unknown_and_missing_fields_and_bad_values_by_name():
         tiny_config(datasets=["cifar10"])
     with pytest.raises(ValueError, match=r"mac_weight must be a finite number >= 0, got -1"):
         tiny_config(mac_weights=[0.1, -1])
-    with pytest.raises(ValueError, match="no densities and no mac_weights"):
+    with pytest.raises(ValueError, match=r"threshold must be a finite number in \[0, 1\], got 1.5"):
+        tiny_config(thresholds=[0.9, 1.5])
+    with pytest.raises(ValueError, match=r"levels must be .* in \[0, 4\), got \(0, 4\)"):
+        tiny_config(thresholds=[0.9], cascade_levels=[0, 4])
+    with pytest.raises(ValueError, match="no densities, mac_weights or thresholds"):
         tiny_config(densities=[])
     with pytest.raises(ValueError, match=r"schedule must be one of .*, got 'linear'"):
         tiny_config(schedule="linear")
@@ -85,13 +90,17 @@ def test_the_committed_gating_rows_keep_their_keys():
     ]  # fmt: skip
 
 
-def validation_row(config, method, density, error, mac_ratio, dataset="mnist", mac_weight=None):
+def validation_row(
+    config, method, density, error, mac_ratio, dataset="mnist", mac_weight=None, threshold=None
+):
     seed = config.selection_seed
-    key = gating_runs.run_key(config, dataset, method, seed, "validation", density, mac_weight)
+    key = gating_runs.run_key(
+        config, dataset, method, seed, "validation", density, mac_weight, threshold
+    )
     return {
         "key": key, "experiment": "gating", "dataset": dataset, "method": method, "seed": seed,
-        "split": "validation", "density": density, "mac_weight": mac_weight, "error": error,
-        "mac_ratio": mac_ratio,
+        "split": "validation", "density": density, "mac_weight": mac_weight,
+        "threshold": threshold, "error": error, "mac_ratio": mac_ratio,
     }  # fmt: skip
 
 
@@ -105,6 +114,14 @@ def test_choose_takes_the_largest_mac_ratio_within_the_allowed_loss():
         validation_row(config, "gated", 0.3, 0.0131, 3.5),  # past it
     ]
     assert gating_runs.choose(rows, config, "mnist") == 0.4
+    # exactly at the allowed loss where the float sum falls short (0.0116 + 0.003 < 0.0146)
+    rows = [
+        validation_row(config, "dense", None, 0.0116, 1.0),
+        validation_row(config, "gated", 0.5, 0.0146, 2.0),
+        validation_row(config, "gated", 0.4, 0.0147, 2.6),
+        validation_row(config, "gated", 0.3, 0.0148, 3.5),
+    ]
+    assert 0.0116 + 0.003 < 0.0146 and gating_runs.choose(rows, config, "mnist") == 0.5
     # none within the loss: the lowest validation error
     rows = [dense] + [
         validation_row(config, "gated", d, 0.05 - d / 100, 2.0) for d in (0.5, 0.4, 0.3)
@@ -140,6 +157,42 @@ def test_choose_a_mac_weight_by_the_same_rule_and_plan_both_methods():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="method must be one of"):
         gating_runs.choose(rows, config, "mnist", "static")
+
+
+def test_choose_a_threshold_by_the_same_rule_plan_and_show_its_cascade_and_static_arm():
+    config = tiny_config(densities=[], thresholds=[0.5, 0.9, 0.99], max_loss=0.003)
+    # candidates stay out of the keys: every run without a threshold keeps its key
+    assert gating_runs.run_key(config, "mnist", "dense", 0, "test", None) == (
+        gating_runs.run_key(tiny_config(), "mnist", "dense", 0, "test", None)
+    )
+    key = gating_runs.run_key(config, "mnist", "cascade", 0, "test", None, None, 0.9)
+    assert key != gating_runs.run_key(config, "mnist", "cascade", 0, "test", None, None, 0.5)
+    # the levels enter a cascade's key, resolved: the default is (0, J − 1)
+    three = dataclasses.replace(config, cascade_levels=(0, 1, 3))
+    assert key != gating_runs.run_key(three, "mnist", "cascade", 0, "test", None, None, 0.9)
+    assert key == gating_runs.run_key(
+        dataclasses.replace(config, cascade_levels=(0, 3)), "mnist", "cascade", 0, "test",
+        None, None, 0.9,
+    )  # fmt: skip
+
+    def cascade(threshold, error, mac_ratio):
+        return validation_row(config, "cascade", None, error, mac_ratio, threshold=threshold)
+
+    dense = validation_row(config, "dense", None, 0.010, 1.0)
+    rows = [dense, cascade(0.5, 0.02, 6.0), cascade(0.9, 0.012, 4.0), cascade(0.99, 0.010, 2.0)]
+    assert gating_runs.choose(rows, config, "mnist", "cascade") == 0.9
+    plan = gating_runs.plan(config, rows, "validation")
+    assert [(r["method"], r.get("threshold")) for r in plan] == [
+        ("dense", None), ("cascade", 0.5), ("cascade", 0.9), ("cascade", 0.99),
+    ]  # fmt: skip
+    plan = gating_runs.plan(config, rows, "test")
+    assert [(r["method"], r.get("threshold")) for r in plan[:3]] == [
+        ("dense", None), ("cascade", 0.9), ("static", 0.9),
+    ]  # fmt: skip
+    table = gating_runs.format_table(
+        [{**r, "split": "test", "speedup_b1": 1.0, "speedup_b64": 1.0} for r in rows[:3]], config
+    )
+    assert "| d / λ / t |" in table and "| mnist | cascade | t=0.9 | 1 | 1.20 |" in table
 
 
 def test_static_widths_are_the_closest_uniform_fraction_by_stats_cost():
@@ -253,9 +306,11 @@ def test_validation_then_test_on_real_mnist_rows_once(tmp_path, monkeypatch):
 def slimmable_runs(tmp_path_factory, tfds_dir):
     """On 256 MNIST images, validated on 200, with two buckets (half and full width, to
     compile few programs): one slimmable run (supernet, then a width gate at λ = 0.05) and
-    the static run at its MACs, in one results file; the dense run's
-    weights are stored untrained (the slimmable run times against them, the static run
-    prunes them). ``net``: the supernet and the gate the run stored."""
+    the static run at its MACs, then a cascade run on the same supernet, in one results
+    file; the dense run's weights are stored untrained (the slimmable and cascade runs time
+    against them, the static run prunes them). ``net``: the supernet and the gate the run
+    stored; ``threshold``: the cascade's, the median confidence of the half width on the
+    validation images, so that about half of them are escalated."""
     tmp = tmp_path_factory.mktemp("slimmable")
     config = tiny_config(
         buckets=[0.5, 1.0], densities=[], mac_weights=[0.05], gate_hidden=8, validation=200,
@@ -275,7 +330,21 @@ def slimmable_runs(tmp_path_factory, tfds_dir):
     gate_params = store.load(rows["slimmable"]["key"], gate.init(jax.random.key(0), h)["params"])
     supernet = store.load(rows["slimmable"]["supernet_key"], gating_runs._dense_params(init))
     net = gating_runs.DynamicNet.slimmable(model, supernet, gate, gate_params)
-    return SimpleNamespace(config=config, kw=kw, rows=rows, net=net)
+    val = data.load("mnist", "validation", validation=200, data_dir=tfds_dir)
+    h = model.apply(
+        {"params": supernet}, data.preprocess(val.images), method=gating.GatedCNN.features_of
+    )
+    half = model.apply(
+        {"params": supernet},
+        h,
+        gating.width_gates(model, np.zeros(200, int)),
+        method=gating.GatedCNN.trunk,
+    )
+    threshold = round(float(np.median(jax.nn.softmax(half).max(-1))), 3)
+    rows["cascade"] = gating_runs.run(
+        config, "mnist", "cascade", 0, "validation", threshold=threshold, **kw
+    )
+    return SimpleNamespace(config=config, kw=kw, rows=rows, net=net, threshold=threshold)
 
 
 def test_a_slimmable_run_writes_one_row_of_per_input_accounting(slimmable_runs):
@@ -336,7 +405,7 @@ def test_the_static_arm_matches_a_slimmable_budget_and_rows_exist_once(slimmable
     assert static["macs"] < static["macs_dense"] and static["architecture"].startswith("4-")
     with pytest.raises(ValueError, match="needs its slimmable run first"):
         gating_runs.run(config, "mnist", "static", 0, "validation", mac_weight=0.25, **kw)
-    with pytest.raises(ValueError, match=r"a static run needs a density .* or a mac_weight"):
+    with pytest.raises(ValueError, match=r"a static run needs one of a density .* or a threshold"):
         gating_runs.run(
             config, "mnist", "static", 0, "validation", density=0.5, mac_weight=0.05, **kw
         )
@@ -345,4 +414,63 @@ def test_the_static_arm_matches_a_slimmable_budget_and_rows_exist_once(slimmable
     # running a finished key again returns its row and writes nothing
     again = gating_runs.run(config, "mnist", "slimmable", 0, "validation", mac_weight=0.05, **kw)
     assert again == rows["slimmable"]
-    assert [r["method"] for r in results.read_jsonl(kw["out"])] == ["slimmable", "static"]
+    assert [r["method"] for r in results.read_jsonl(kw["out"])] == [
+        "slimmable", "static", "cascade",
+    ]  # fmt: skip
+
+
+def test_a_cascade_run_escalates_the_unsure_images_on_the_stored_supernet(slimmable_runs):
+    """The row of a cascade run on the slimmable run's supernet (levels: the half width,
+    then the full): its MACs pay both levels for each escalated image, and a second run
+    writes nothing."""
+    config, kw, rows = slimmable_runs.config, slimmable_runs.kw, slimmable_runs.rows
+    row, threshold = rows["cascade"], slimmable_runs.threshold
+    key = gating_runs.run_key(config, "mnist", "cascade", 0, "validation", None, None, threshold)
+    assert row["key"] == key and row["threshold"] == threshold and row["mac_weight"] is None
+    assert row["supernet_key"] == rows["slimmable"]["supernet_key"]  # no training of its own
+    for field in (
+        "error", "macs", "macs_dense", "macs_p50", "macs_p95", "mac_ratio", "bucket_fraction",
+        "kept_fraction", "jaccard", "density_per_class", "speedup_b1", "speedup_b64",
+        "max_abs_diff", "validation_macs", "escalated",
+    ):  # fmt: skip
+        assert field in row, field
+    assert 0 < row["escalated"] < 1 and 0 <= row["error"] <= 1
+    assert row["max_abs_diff"] <= 1e-4  # the runner computes the masked cascade, batch 64
+    assert row["speedup_b1"] > 0 and row["speedup_b64"] > 0
+    # an image ends at the full width in every layer iff it was escalated
+    np.testing.assert_allclose(
+        row["bucket_fraction"], [[1 - row["escalated"], row["escalated"]]] * 2
+    )
+    # M_0, M_1 of the two buckets; the stem 28·28 · 9 · 1 · 4 = 28224 runs once: an escalated
+    # image pays M_0 + (M_1 − 28224), the others M_0
+    supernet = slimmable_runs.net.params
+    m0, m1 = gating.bucket_macs(config.model(), supernet, jnp.zeros((1, 28, 28, 1)))
+    assert row["macs"] == pytest.approx(m0 + row["escalated"] * (m1 - 28224))
+    assert row["macs_p95"] == m0 + m1 - 28224 and row["macs_dense"] == m1
+    assert row["mac_ratio"] == pytest.approx(m1 / row["macs"])
+    assert row["validation_macs"] == row["macs"]
+    with pytest.raises(ValueError, match="needs its cascade run first"):
+        gating_runs.run(config, "mnist", "static", 0, "validation", threshold=1.0, **kw)
+    again = gating_runs.run(config, "mnist", "cascade", 0, "validation", threshold=threshold, **kw)
+    assert again == row
+    assert [r["method"] for r in results.read_jsonl(kw["out"])].count("cascade") == 1
+
+
+def test_a_dense_run_already_in_the_store_is_evaluated_not_trained_again(slimmable_runs, tmp_path):
+    """The fixture stored untrained dense weights under the dense key: a dense run with that
+    key (here into another results file, as another config with the same training fields
+    would) leaves them as they are and reports their error."""
+    config, kw = slimmable_runs.config, {**slimmable_runs.kw, "out": tmp_path / "other.jsonl"}
+    store, model = kw["store"], config.model()
+    key = gating_runs.run_key(config, "mnist", "dense", 0, "validation", None)
+    like = gating_runs._dense_params(gating_runs._init(model))
+    before = store.load(key, like)
+    row = gating_runs.run(config, "mnist", "dense", 0, "validation", **kw)
+    after = store.load(key, like)
+    assert row["key"] == key
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after)))
+    val = data.load("mnist", "validation", validation=200, data_dir=kw["data_dir"])
+    logits = model.apply(
+        {"params": before}, data.preprocess(val.images), method=gating.GatedCNN.dense
+    )
+    assert row["error"] == pytest.approx(float(np.mean(np.argmax(logits, -1) != val.labels)))

@@ -32,6 +32,11 @@ over d, or a change of d at inference, compiles once.
   gives the hard sample with the relaxed gradient); :func:`width_gates` turns a choice
   into :class:`Gates` that ``GatedCNN.trunk``, ``BucketRunner.run`` and the accounting
   take as they are.
+- A confidence cascade over the supernet's widths (Big/Little inference): :func:`cascade`
+  runs every input at a narrow width and again wider only while its max softmax
+  probability is below a threshold (:func:`check_confidence_threshold`; levels from
+  :func:`cascade_levels`), :func:`cascade_macs` counts every level an input visited, and
+  :class:`CascadeRunner` runs each level sliced on the inputs that reach it.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -46,7 +51,9 @@ Examples:
 References:
   Gao et al., "Dynamic Channel Pruning: Feature Boosting and Suppression", ICLR 2019;
   Hua et al., "Channel Gating Neural Networks", NeurIPS 2019;
-  Li et al., "Dynamic Slimmable Network", CVPR 2021.
+  Li et al., "Dynamic Slimmable Network", CVPR 2021;
+  Park et al., "Big/LITTLE Deep Neural Network for Ultra Low Power Inference",
+  CODES+ISSS 2015.
 """
 
 from dynprune.gating import nnx
@@ -66,6 +73,13 @@ from dynprune.gating._buckets import (
     bucket_groups,
     format_skipping,
     measure_skipping,
+)
+from dynprune.gating._cascade import (
+    CascadeRunner,
+    cascade,
+    cascade_levels,
+    cascade_macs,
+    check_confidence_threshold,
 )
 from dynprune.gating._cnn import DEFAULT_BUCKETS, GatedCNN, layer_macs
 from dynprune.gating._gates import (
@@ -96,6 +110,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "MODES",
     "BucketRunner",
+    "CascadeRunner",
     "GatedCNN",
     "GatedConv",
     "GatedDense",
@@ -108,7 +123,11 @@ __all__ = [
     "bucket_groups",
     "bucket_macs",
     "bucket_widths",
+    "cascade",
+    "cascade_levels",
+    "cascade_macs",
     "check_buckets",
+    "check_confidence_threshold",
     "check_density",
     "class_jaccard",
     "dense_macs",
