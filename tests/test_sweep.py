@@ -324,7 +324,7 @@ def test_every_config_loads_and_is_listed(cli, capsys):
     for name, path in cli.configs().items():
         loaded = sweep.load(path)
         assert name in listed and loaded.description in listed
-        assert len(sweep.expand(loaded)) >= 3
+        assert len(sweep.expand(loaded)) >= 2  # a sweep compares points; a round may have two
 
 
 def test_quick_mode_is_one_epoch_on_2048_images():
