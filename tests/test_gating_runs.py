@@ -300,6 +300,11 @@ def test_validation_then_test_on_real_mnist_rows_once(tmp_path, monkeypatch):
     assert "| mnist | static |" in printed
     stage("test")  # a second run of a finished stage writes nothing
     assert len(results.read_jsonl(out)) == len(rows) == len(results.unique_rows(rows))
+    # timing again: the static row (the gated network is not stored), no row written
+    timed = stage("latency").stdout
+    assert f"| mnist | static | {chosen:g} | 1 | {static[0]['mac_ratio']:.2f}x |" in timed
+    assert (tmp_path / "gating-latency.md").read_text().strip() == timed.strip()
+    assert len(results.read_jsonl(out)) == len(rows)
 
 
 @pytest.fixture(scope="module")
@@ -474,3 +479,24 @@ def test_a_dense_run_already_in_the_store_is_evaluated_not_trained_again(slimmab
         {"params": before}, data.preprocess(val.images), method=gating.GatedCNN.dense
     )
     assert row["error"] == pytest.approx(float(np.mean(np.argmax(logits, -1) != val.labels)))
+
+
+def test_remeasure_times_the_stored_networks_of_finished_rows_again(slimmable_runs):
+    """The cascade, slimmable and static rows' networks, rebuilt from the store alone: the
+    static one at the row's architecture, the dynamic ones computing their masked networks;
+    rows whose networks are not stored are refused by name."""
+    config, kw, rows = slimmable_runs.config, slimmable_runs.kw, slimmable_runs.rows
+    store = kw["store"]
+    for method in ("cascade", "slimmable", "static"):
+        now = gating_runs.remeasure(config, rows[method], store=store, data_dir=kw["data_dir"])
+        assert now["speedup_b1"] > 0 and now["speedup_b64"] > 0, method
+        assert set(now["seconds"]) >= {"dense_b1", "dense_b64"}, method
+        if method == "static":
+            assert now["architecture"] == rows["static"]["architecture"]
+        else:
+            assert now["max_abs_diff"] <= 1e-4, method
+    with pytest.raises(ValueError, match=r"got a gated row .*not stored"):
+        gating_runs.remeasure(config, {**rows["cascade"], "method": "gated"}, store=store)
+    missing = {**rows["cascade"], "supernet_key": "f" * 16}
+    with pytest.raises(ValueError, match=r"f{16}\.npz"):
+        gating_runs.remeasure(config, missing, store=store, data_dir=kw["data_dir"])

@@ -1089,6 +1089,92 @@ def measure_static(
     }
 
 
+def remeasure(
+    config: Config,
+    row: Mapping[str, Any],
+    *,
+    store: Store | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Times a finished run's network against its dense run again, as :func:`run` timed
+    it (:func:`measure_dynamic` or :func:`measure_static`, same images, same rounds), and
+    trains nothing: a row's own speedups were measured beside whatever else the machine
+    was running, so a second measurement, e.g. on a quiet machine, is taken here and
+    reported beside the row, never written into it (a row exists once).
+
+    The networks come from the store: a cascade's supernet (``supernet_key``), a
+    slimmable run's supernet and width gate (its key), a static run's architecture
+    (:func:`static_widths` of the stored dense weights at the row's ``macs_budget``, rebuilt
+    by :func:`dynprune.surgery.reconstruct`; its retrained weights are not stored, and
+    latency does not depend on them).
+
+    Args:
+      config: the experiment the row belongs to.
+      row: a ``cascade``, ``slimmable`` or ``static`` row of it.
+      store: where its parameters are (default: :class:`Store`'s).
+      data_dir: the TFDS data directory (default ``$TFDS_DATA_DIR``).
+
+    Returns:
+      ``speedup_b1``, ``speedup_b64`` and ``seconds`` as in the row, and what shows the
+      network is the row's: a static row's rebuilt ``architecture``, a dynamic row's
+      ``max_abs_diff`` (its skipping path against the masked computation).
+
+    Raises:
+      ValueError: for a dense or gated row (a gated run's parameters are not stored), or
+        a row whose parameters are not in the store.
+
+    Examples:
+      It compiles the networks' programs, which takes seconds, so it is not run here (the
+      tests run it on :data:`SMALL`):
+
+      >>> gating_runs.remeasure(config, row)["speedup_b1"]  # doctest: +SKIP
+      3.4
+    """
+    method, dataset = row["method"], row["dataset"]
+    if method not in ("cascade", "slimmable", "static"):
+        raise ValueError(
+            f"remeasure times cascade, slimmable and static rows, got a {method} row "
+            f"(key {row['key']}): a gated run's parameters are not stored"
+        )
+    store = Store() if store is None else store
+    model = config.model()
+    like = _dense_params(_init(model))
+
+    def stored(key: str) -> Any:
+        params = store.load(key, like)
+        if params is None:
+            raise ValueError(f"the {method} row {row['key']} needs {store.path(key)}")
+        return params
+
+    dense = stored(run_key(config, dataset, "dense", row["seed"], row["split"], None))
+    data = (
+        data_lib.load(dataset, "validation", validation=config.validation, data_dir=data_dir)
+        if row["split"] == "validation"
+        else data_lib.load(dataset, "test", data_dir=data_dir)
+    )
+    if method == "static":
+        widths = static_widths(model, dense, row["macs_budget"])[1]
+        masks = _channel_masks(dense, widths)
+        rebuilt = dp.surgery.reconstruct(_dense_fn(model), dense, masks, _EXAMPLE)
+        return {
+            **measure_static(config, rebuilt, dense, data),
+            "architecture": rebuilt.architecture,
+        }
+    supernet = stored(row["supernet_key"])
+    if method == "cascade":
+        net = DynamicNet.cascade(model, supernet, row["threshold"], config.cascade_levels)
+    else:
+        gate = gating.WidthGate(choices=len(config.buckets), hidden=config.gate_hidden)
+        h = model.apply({"params": supernet}, _EXAMPLE, method=gating.GatedCNN.features_of)
+        shape = jax.eval_shape(lambda: gate.init(jax.random.key(0), h)["params"])
+        gate_params = store.load(row["key"], shape)
+        if gate_params is None:
+            raise ValueError(f"the slimmable row {row['key']} needs {store.path(row['key'])}")
+        net = DynamicNet.slimmable(model, supernet, gate, gate_params)
+    measured = measure_dynamic(config, net, dense, data)
+    return {k: measured[k] for k in ("speedup_b1", "speedup_b64", "seconds", "max_abs_diff")}
+
+
 class Store:
     """Trained parameters of finished runs, kept as ``.npz`` under the cache directory
     (``$DYNPRUNE_CACHE_DIR/gating``), so a static run can start from its dense run's
