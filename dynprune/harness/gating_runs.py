@@ -639,6 +639,8 @@ class DynamicNet:
       levels: a cascade's levels, bucket indices (None: not a cascade). Its gates keep the
         widths of the level an input stopped at; the input also ran every level before.
       threshold: a cascade's t (None: not a cascade).
+      stops: a cascade's ``x ↦`` the index into ``levels`` each input stopped at,
+        traceable (None: not a cascade).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -662,6 +664,7 @@ class DynamicNet:
     gate_macs: float = 0.0
     levels: tuple[int, ...] | None = None
     threshold: float | None = None
+    stops: Callable[[jax.Array], jax.Array] | None = None
 
     @classmethod
     def gated(cls, model: gating.GatedCNN, params: Any, density: float) -> DynamicNet:
@@ -778,12 +781,15 @@ class DynamicNet:
         levels = gating.cascade_levels(model, levels)
         threshold = gating.check_confidence_threshold(threshold)
 
+        def stops(x: jax.Array) -> jax.Array:
+            h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+            return gating.cascade(model, params, h, threshold, levels)[1]
+
         def gates(x: jax.Array) -> tuple[jax.Array, tuple[gating.Gates, ...]]:
             h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
-            level = gating.cascade(model, params, h, threshold, levels)[1]
-            return h, gating.width_gates(model, jnp.asarray(levels)[level])
+            return h, gating.width_gates(model, jnp.asarray(levels)[stops(x)])
 
-        return cls(model, params, gates, levels=levels, threshold=threshold)
+        return cls(model, params, gates, levels=levels, threshold=threshold, stops=stops)
 
     def logits(self, x: jax.Array) -> tuple[jax.Array, tuple[gating.Gates, ...]]:
         """The masked computation: logits [B, classes] and the gates (traceable)."""
@@ -858,9 +864,10 @@ def accounting(net: DynamicNet, data: data_lib.Dataset) -> dict[str, Any]:
 
     def logits_and_kept(x: jax.Array) -> tuple[jax.Array, ...]:
         logits, gates = net.logits(x)
-        return (logits, *(g.kept for g in gates))
+        level = net.stops(x) if net.stops is not None else jnp.zeros(len(x), jnp.int32)
+        return (logits, level, *(g.kept for g in gates))
 
-    logits, *kept = _predict(jax.jit(logits_and_kept), data)
+    logits, level, *kept = _predict(jax.jit(logits_and_kept), data)
     layers = gating.layer_macs(net.model, net.params, kept, _EXAMPLE)
     buckets = gating.check_buckets(net.model.buckets)
     widths = [gating.bucket_widths(buckets, k.shape[-1]) for k in kept]
@@ -869,10 +876,7 @@ def accounting(net: DynamicNet, data: data_lib.Dataset) -> dict[str, Any]:
     if net.levels is None:
         layers.append(gating.LayerMACs(net.gate_macs, predictor=True))
         macs = gating.effective_macs(layers)
-    else:  # the level whose widths every layer keeps; each level before it ran too
-        at = np.array([[w[j] for w in widths] for j in net.levels])  # [K, L]
-        kept_widths = np.stack([k.sum(-1) for k in kept], axis=-1)  # [B, L]
-        level = np.argmax((kept_widths[:, None, :] == at[None]).all(-1), axis=-1)
+    else:  # each input ran every level up to the one it stopped at
         macs = gating.cascade_macs(net.model, net.params, level, net.levels, example=_EXAMPLE)
         cascade["escalated"] = float(np.mean(level > 0))
     summary = gating.summarize_macs(macs, gating.dense_macs(layers))
