@@ -11,6 +11,7 @@ from dynprune.algorithms.movement import movement
 from dynprune.algorithms.network_surgery import DNSState, dns
 from dynprune.algorithms.random import random
 from dynprune.algorithms.registry import STEP_ARGUMENTS, arguments, get, names
+from dynprune.algorithms.reparameterization import local_reparameterization
 from dynprune.algorithms.scheduled import scheduled
 from dynprune.algorithms.sensitivity import sensitivity
 from dynprune.algorithms.snip import snip, snip_masks
@@ -18,10 +19,21 @@ from dynprune.algorithms.sparse_training import dynamic_sparse, rigl, sparse_evo
 from dynprune.algorithms.straight_through import straight_through
 from dynprune.algorithms.structured_gmp import structured_gmp
 from dynprune.algorithms.threshold import threshold
+from dynprune.algorithms.variational_dropout import (
+    VariationalParams,
+    keep_masks,
+    kl_divergence,
+    log_alpha,
+    sgvb,
+    sparse_vd,
+    sparsify,
+    variational_params,
+)
 
 __all__ = [
     "STEP_ARGUMENTS",
     "DNSState",
+    "VariationalParams",
     "arguments",
     "dns",
     "dynamic_sparse",
@@ -29,6 +41,10 @@ __all__ = [
     "get",
     "gmp",
     "iterative",
+    "keep_masks",
+    "kl_divergence",
+    "local_reparameterization",
+    "log_alpha",
     "lottery",
     "movement",
     "names",
@@ -37,10 +53,14 @@ __all__ = [
     "rigl",
     "scheduled",
     "sensitivity",
+    "sgvb",
     "snip",
     "snip_masks",
     "sparse_evolutionary",
+    "sparse_vd",
+    "sparsify",
     "straight_through",
     "structured_gmp",
     "threshold",
+    "variational_params",
 ]

@@ -5,6 +5,9 @@ with the name and the arguments checked against the factory's signature first, s
 in a config fails with the valid choices instead of a bare ``TypeError``. Registered are
 the algorithms configured by values alone; ``fixed``, ``straight_through`` and
 ``snip_masks`` take masks, a pruner or a loss function and are called directly.
+``sparse_vd``'s pruner runs over variational parameters (θ and log σ²,
+:func:`~dynprune.algorithms.variational_params`) and is trained on its own loss
+(:func:`~dynprune.algorithms.sgvb`); the harness does both for a phase that names it.
 
 Every argument counted in steps is named one of :data:`STEP_ARGUMENTS`, so a config
 layer can convert epochs to steps without knowing the algorithms.
@@ -27,6 +30,7 @@ from dynprune.algorithms.snip import snip
 from dynprune.algorithms.sparse_training import rigl, sparse_evolutionary
 from dynprune.algorithms.structured_gmp import structured_gmp
 from dynprune.algorithms.threshold import threshold
+from dynprune.algorithms.variational_dropout import sparse_vd
 from dynprune.pruner import Pruner
 
 __all__ = ["STEP_ARGUMENTS", "arguments", "get", "names"]
@@ -45,6 +49,7 @@ _FACTORIES: dict[str, Callable[..., Pruner]] = {
     "sensitivity": sensitivity,
     "set": sparse_evolutionary,
     "snip": snip,
+    "sparse_vd": sparse_vd,
     "structured_gmp": structured_gmp,
     "threshold": threshold,
 }

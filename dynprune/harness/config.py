@@ -61,6 +61,9 @@ class Phase:
       lr: peak learning rate η, >= 0.
       pruner: ``{"algorithm": name, **arguments}`` for :func:`dynprune.algorithms.get`, or
         ``None`` (the default): train densely (or, after a pruning phase, with its masks fixed).
+        ``{"algorithm": "sparse_vd", ...}`` trains θ and log σ² on the SGVB loss instead
+        (:func:`dynprune.algorithms.sparse_vd`; the harness's
+        :mod:`~dynprune.harness.experiment` says how), with no weight decay.
       optimizer: ``"adam"`` (the default: AdamW, decoupled weight decay) or ``"sgd"``
         (momentum, L2 decay added to the gradient).
       schedule: ``"cosine"`` (the default: decay to 0 over the phase) or ``"constant"``.
@@ -76,7 +79,8 @@ class Phase:
     Raises:
       ValueError: a number field out of its range (the message names the field and the
         value), an unknown optimizer or schedule, or a pruner spec with no or an unknown
-        algorithm, an argument that algorithm does not take, or a hyperparameter out of range.
+        algorithm, an argument that algorithm does not take, or a hyperparameter out of range;
+        weight decay with ``sparse_vd``.
 
     Examples:
       >>> Phase(epochs=20, lr=1e-3, pruner={"algorithm": "gmp", "target": 0.9}).optimizer
@@ -112,6 +116,12 @@ class Phase:
         _check_choice("schedule", self.schedule, SCHEDULES)
         if self.pruner is not None:
             _check_pruner(self.pruner)
+            if self.pruner["algorithm"] == "sparse_vd" and self.weight_decay:
+                raise ValueError(
+                    "Phase: sparse_vd trains log σ² beside the weights, and weight decay would "
+                    f"pull it towards 0; its KL term is the regulariser: set weight_decay to 0, "
+                    f"got {self.weight_decay}"
+                )
         if self.distill is not None:
             if not isinstance(self.distill, Mapping) or set(self.distill) != DISTILL:
                 raise ValueError(

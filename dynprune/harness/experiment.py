@@ -28,6 +28,19 @@ in :func:`dynprune.summary`), dense and effective FLOPs, per-epoch training loss
 and how many were pruned and regrown by that update (DNS's prunes and splices, SET/RigL's
 drops and regrowth).
 
+A prune phase of Sparse Variational Dropout (``{"algorithm": "sparse_vd", ...}``,
+:func:`dynprune.algorithms.sparse_vd`) trains other parameters and another loss: θ (the
+model's parameters, from initialisation or pre-training) with log σ² on the kernels
+(:func:`dynprune.algorithms.variational_params`, started at the pruner's
+``log_sigma2_init``), on the SGVB loss — cross-entropy of the locally reparameterised
+stochastic forward pass plus β_t·KL/N, N the training split's size
+(:func:`dynprune.algorithms.sgvb`). At the phase's end the run continues from the sparse
+model θ ⊙ m, m = [log α < t] (:func:`dynprune.algorithms.sparsify`), with m as fixed
+masks: the fine-tune, retrain, evaluation and the row's counts see it as any pruned model,
+and the trace gets an entry at the phase's last step T if m differs from the state's
+masks (recomputed every ``every`` steps during training). Its ``train_loss`` includes the
+KL term.
+
 With a ``retrain`` phase (:mod:`dynprune.harness.retrain`), the final w ⊙ m is rebuilt as a
 physically smaller model and trained densely; the row's ``val_error`` (and ``test_error``) is
 then the retrained model's, ``pruned_val_error`` the masked model's before it, and the sizes,
@@ -76,6 +89,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 import dynprune as dp
+from dynprune.algorithms.variational_dropout import Objective
 from dynprune.harness import cache, checkpoint, data, models, results, retrain, train
 from dynprune.harness.config import (
     Phase,
@@ -97,6 +111,8 @@ EVAL_BATCH = 1000
 # share a compiled step. Hyperparameters (``Pruner.hyperparams``) are found by building the
 # pruner; these are the init-only ones.
 INIT_ARGUMENTS = {"dns": ("c",)}
+# Algorithms whose prune phase trains variational parameters (θ, log σ²) on their own loss.
+VARIATIONAL = ("sparse_vd",)
 # Phases that checkpoint; pre-training is cached per seed once it is finished.
 CHECKPOINTED = ("prune", "finetune")
 
@@ -280,6 +296,7 @@ class Programs:
         tx: optax.GradientTransformation,
         *,
         pruner: dp.Pruner | None = None,
+        objective: Objective | None = None,
     ) -> Step:
         """The jitted train step of ``key``, built from ``tx`` the first time it is asked for.
 
@@ -302,6 +319,11 @@ class Programs:
           pruner: ``None`` for the step that updates masks; else the pruner whose cadence the
             step that keeps the masks evaluates: its ``missed`` metric says whether the cadence
             fires at this step (which the caller must not let happen).
+          objective: the loss's pieces for a variational phase
+            (:func:`dynprune.algorithms.sgvb`): its stochastic ``apply_fn``, its
+            ``forward_params`` and its KL ``penalty`` replace ``apply_fn`` and
+            :func:`dynprune.masked_params`; ``None`` (the default): cross-entropy of
+            ``apply_fn`` on w ⊙ m.
 
         Returns:
           The jitted step (compiled on its first call, once per input shape).
@@ -323,7 +345,9 @@ class Programs:
         """
         if key not in self._steps:
             name = f"{key[0]}/{key[1]}" + ("" if pruner is None else "/idle")
-            self._steps[key] = _jitted_step(apply_fn, tx, key[2], self.compiles, name, pruner)
+            self._steps[key] = _jitted_step(
+                apply_fn, tx, key[2], self.compiles, name, pruner, objective
+            )
         return self._steps[key]
 
     def eval_step(self, model: str, apply_fn: train.ApplyFn, *, masked: bool) -> Callable[..., Any]:
@@ -397,8 +421,17 @@ def _jitted_step(
     compiles: collections.Counter[str],
     group: str,
     pruner: dp.Pruner | None = None,
+    objective: Objective | None = None,
 ) -> Step:
-    step = train.train_step(apply_fn, tx, forward_params=dp.masked_params)
+    if objective is None:
+        step = train.train_step(apply_fn, tx, forward_params=dp.masked_params)
+    else:
+        step = train.train_step(
+            objective.apply_fn,
+            tx,
+            forward_params=objective.forward_params,
+            penalty=objective.penalty,
+        )
     step = _counted(step) if pruner is None else _missed(step, pruner)
 
     def at_count(state: train.TrainState, count: jax.Array) -> train.TrainState:
@@ -416,6 +449,15 @@ def _jitted_step(
         )(state, images, labels)
 
     return jax.jit(program, donate_argnums=0, static_argnames="shared_batch")
+
+
+def _variational_params(params: Sequence[Any], pruners: Sequence[dp.Pruner]) -> list[Any]:
+    """Each point's θ (its params) with log σ² on the kernels at its pruner's
+    ``log_sigma2_init``: what a variational phase trains."""
+    return [
+        dp.algorithms.variational_params(p, pruner.hyperparams["log_sigma2_init"])
+        for p, pruner in zip(params, pruners, strict=True)
+    ]
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -447,6 +489,8 @@ class _Points:
         self.apply_fn = lambda p, x: self.model.apply({"params": p}, x)
         self.per_epoch = len(splits["train"].labels) // self.base.batch_size
         self.group = group_key(self.base)
+        spec = self.base.prune.pruner
+        self.variational = spec is not None and spec["algorithm"] in VARIATIONAL
         self.checkpoints = checkpoints
         # The checkpoint's key is its directory's name: the run key, or the hash of K keys.
         self.directory = (
@@ -523,6 +567,9 @@ class _Points:
         with its state, and starts from the checkpoint when ``resume`` (its meta) is of it.
         """
         steps = self.steps(phase)
+        variational = self.variational and name == "prune"
+        if variational:
+            params = _variational_params(params, pruners)
         states = self.initial_states(phase, params, pruners, seeds)
         kept = [_kept(dp.masks_of(s.opt_state)) for s in states]
         record: dict[str, Any] = {
@@ -537,10 +584,15 @@ class _Points:
         optimizer = make_optimizer(phase, steps)
         devices = 1 if self.mesh is None else self.mesh.size
         key = (self.group, name, k, devices)
+        objective = None
+        if variational:
+            objective = dp.algorithms.sgvb(self.apply_fn, len(self.splits["train"].labels))
         tx = dp.prune(optimizer, pruners[0], seed=seeds[0])
-        update = self.programs.step(key, self.apply_fn, tx)
+        update = self.programs.step(key, self.apply_fn, tx, objective=objective)
         idle_tx = dp.prune(optimizer, pruners[0], seed=seeds[0], update_masks=False)
-        idle = self.programs.step((*key, "idle"), self.apply_fn, idle_tx, pruner=pruners[0])
+        idle = self.programs.step(
+            (*key, "idle"), self.apply_fn, idle_tx, pruner=pruners[0], objective=objective
+        )
         shared = len(set(seeds)) == 1  # one data order: one batch serves every point
         state = states[0] if k == 1 else self._place(_stack(states))
         due = dp.update_schedule(pruners[0], state.opt_state, steps).reshape(-1, steps).any(0)
@@ -788,6 +840,8 @@ class _Points:
             states, record = self.fit(
                 "prune", base.prune, params, pruners, self.seeds, rows, resume
             )
+            if self.variational:
+                states = self._sparsified(states, record, self.steps(base.prune))
             self._record(rows, "prune", record)
             if base.finetune is not None:
                 for row, state in zip(rows, states, strict=True):
@@ -796,7 +850,11 @@ class _Points:
             # The checkpoint is of the fine-tune: its rows hold the prune phase's records, and
             # its state replaces whatever the fine-tune starts from; these only give its shapes.
             rows = resume["rows"]
+            if self.variational:
+                params = _variational_params(params, pruners)
             states = self.initial_states(base.prune, params, pruners, self.seeds)
+            if self.variational:
+                states = self._sparsified(states)
         if base.finetune is not None:
             masks = [dp.masks_of(s.opt_state) for s in states]
             params = [dp.masked_params(s.params, s.opt_state) for s in states]
@@ -824,6 +882,34 @@ class _Points:
             row["phase_steps"] = phase_steps
             row["points_in_program"] = k
         return rows
+
+    @staticmethod
+    def _sparsified(
+        states: Sequence[train.TrainState],
+        record: dict[str, Any] | None = None,
+        step: int = 0,
+    ) -> list[train.TrainState]:
+        """The sparse models of trained variational states: θ ⊙ m with m = [log α < t] as
+        fixed masks (:func:`dynprune.algorithms.sparsify`), the state every later phase and
+        the row's counts expect. With ``record``, a trace entry at ``step`` for each point
+        whose m differs from its state's last masks."""
+        out = []
+        for i, state in enumerate(states):
+            threshold = dp.hyperparams_of(state.opt_state)["threshold"]
+            params, masks = dp.algorithms.sparsify(state.params, threshold)
+            tx = dp.prune(optax.identity(), dp.algorithms.fixed(masks))
+            out.append(train.TrainState(params, tx.init(params), state.step))
+            if record is None:
+                continue
+            before = dict(dp.tree.scored_leaves(dp.masks_of(state.opt_state).theta))
+            after = dp.tree.scored_leaves(masks)
+            pruned = sum(int(np.sum(before[p] & ~m)) for p, m in after)
+            regrown = sum(int(np.sum(m & ~before[p])) for p, m in after)
+            if pruned or regrown:
+                record["trace"][i].append(
+                    {"step": step, "kept": _kept(masks), "pruned": pruned, "regrown": regrown}
+                )
+        return out
 
     def _retrain(self, row: dict[str, Any], state: train.TrainState, seed: int, test: bool) -> None:
         """The retrain phase of one point, after the (vmapped) phases before it: its fields

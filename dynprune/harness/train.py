@@ -7,6 +7,8 @@ A model is any pure `apply_fn(params, images) -> logits`: a Linen module's
 `forward_params(params, opt_state) -> params` is the seam for pruning: it maps the stored
 parameters to those the forward pass sees, e.g. `params * mask` with the masks read from the
 optimizer state. Gradients flow through it, so a straight-through estimator written there applies.
+`penalty(params, opt_state) -> scalar` adds a term on the parameters themselves to the loss (e.g.
+Sparse VD's KL, :func:`dynprune.algorithms.sgvb`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 ForwardParams = Callable[[Any, Any], Any]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 """``loss(logits, images, labels) -> per-example losses`` (e.g. :func:`distillation`)."""
+Penalty = Callable[[Any, Any], jax.Array]
+"""``penalty(params, opt_state) -> scalar`` added to the batch's mean loss."""
 
 
 class TrainState(NamedTuple):
@@ -207,11 +211,13 @@ def train_step(
     *,
     forward_params: ForwardParams | None = None,
     loss: LossFn | None = None,
+    penalty: Penalty | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns the pure (unjitted) `step(state, images, labels) -> (state, metrics)`.
 
     The loss is the mean of `loss` (default: softmax cross-entropy) on the logits
-    `apply_fn(forward_params(params, opt_state), images)`; its gradient with respect to the
+    `apply_fn(forward_params(params, opt_state), images)`, plus `penalty(params, opt_state)`
+    if given; its gradient with respect to the
     stored params goes through `tx.update(grads, opt_state, params)` and
     `dynprune.apply_updates` (`optax.apply_updates`, and exact zeros at pruned positions in
     hard mode). Jit it (as
@@ -224,9 +230,13 @@ def train_step(
         sees; defaults to the identity.
       loss: `loss(logits, images, labels) -> per-example losses` (:data:`LossFn`, e.g.
         :func:`distillation`); defaults to softmax cross-entropy.
+      penalty: `penalty(params, opt_state) -> scalar` (:data:`Penalty`) added to the mean
+        loss, its gradient included (e.g. :func:`dynprune.algorithms.sgvb`'s β·KL/N);
+        default none.
 
     Returns:
-      The step; `metrics` holds the batch's scalar `loss` and `accuracy`.
+      The step; `metrics` holds the batch's scalar `loss` (the penalty included) and
+      `accuracy`.
 
     Examples:
       A forward pass that sees `params * mask` gives the masked entries no gradient:
@@ -239,6 +249,15 @@ def train_step(
       ...                       jnp.ones((4, 2)), jnp.zeros(4, jnp.int32))
       >>> state.params[1].tolist(), bool(state.params[0, 0] > 1), int(state.step)
       ([1.0, 1.0], True, 1)
+
+      A penalty on the parameters enters the loss and its gradient:
+
+      >>> step = train_step(lambda p, x: x @ p, optax.sgd(0.1),
+      ...                   penalty=lambda p, opt_state: 0.5 * jnp.sum(p**2))
+      >>> _, metrics = step(init_state(jnp.ones((2, 2)), optax.sgd(0.1)),
+      ...                   jnp.zeros((4, 2)), jnp.zeros(4, jnp.int32))
+      >>> round(float(metrics["loss"]), 4)  # log 2 + 0.5 · 4
+      2.6931
     """
     forward_params = forward_params or _identity
 
@@ -246,7 +265,10 @@ def train_step(
         losses, logits = _loss_and_logits(
             apply_fn, forward_params(params, opt_state), images, labels, loss or _cross_entropy
         )
-        return losses.mean(), logits
+        total = losses.mean()
+        if penalty is not None:
+            total = total + penalty(params, opt_state)
+        return total, logits
 
     def step(state: TrainState, images: jax.Array, labels: jax.Array):
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -266,6 +288,7 @@ def make_train_step(
     *,
     forward_params: ForwardParams | None = None,
     loss: LossFn | None = None,
+    penalty: Penalty | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns the jitted `step(state, images, labels) -> (state, metrics)` of `train_step`.
 
@@ -276,6 +299,7 @@ def make_train_step(
       tx: Any optax transformation (extra-args ones get no extra arguments).
       forward_params: As in `train_step`.
       loss: As in `train_step`.
+      penalty: As in `train_step`.
 
     Returns:
       The jitted step; `metrics` holds the batch's scalar `loss` and `accuracy`.
@@ -288,7 +312,7 @@ def make_train_step(
       >>> int(state.step), round(float(metrics["loss"]), 4)  # loss before the update: log 10
       (1, 2.3026)
     """
-    step = train_step(apply_fn, tx, forward_params=forward_params, loss=loss)
+    step = train_step(apply_fn, tx, forward_params=forward_params, loss=loss, penalty=penalty)
     return jax.jit(step, donate_argnums=0)
 
 
