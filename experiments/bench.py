@@ -43,6 +43,16 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
   executed MACs (predictors included) at batch 64. The gates are untrained, so every
   example lands in the same bucket: this measures the skipping path, not how much a trained
   network adapts (``experiments/gating.py`` measures that).
+- ``cascade_speedup_b1`` / ``cascade_speedup_b64`` (target: ≥ 0.8 × ``cascade_mac_ratio``
+  at batch 1): dense ÷ cascade latency of the same network run as a confidence cascade
+  (``experiments/gating-cascade.json``: a quarter of the width first, the full width for
+  the inputs whose confidence there is below t; ``dp.gating.CascadeRunner`` after the
+  jitted stem), on :data:`CASCADE_IMAGES` random images at batch 1 (summed) and 64 at
+  batch 64. The weights are untrained, so t is set to the confidences' quantile at which
+  :data:`CASCADE_ESCALATED` of the inputs go on to the full width (about the share the
+  validation-chosen t = 0.95 sends on, 10.3%, on MNIST); ``cascade_mac_ratio``: dense ÷
+  the cascade's mean MACs per input (``dp.gating.cascade_macs``, both passes counted for
+  the escalated ones) at batch 64.
 - ``compiles_across_sweep`` (== 1): train-step compilations while 5 sparsity targets run
   through one jitted step, each from ``dp.set_hyperparams(tx.init(params), target=s)``; the
   5 runs must end at exactly round(s·n) zeros per kernel.
@@ -147,6 +157,9 @@ RATIO_KEYS = (  # some hold one ratio per model (and scope)
     "gating_mac_ratio",
     "gating_speedup_b1",
     "gating_speedup_b64",
+    "cascade_mac_ratio",
+    "cascade_speedup_b1",
+    "cascade_speedup_b64",
 )
 
 TARGETS = {  # a dict-valued key meets its target when every entry does
@@ -704,6 +717,66 @@ def bench_gating(reps: int, density: float = 0.5) -> dict[str, Any]:
     }
 
 
+CASCADE_ESCALATED = 0.1
+CASCADE_IMAGES = 20
+
+
+def bench_cascade(reps: int) -> dict[str, Any]:
+    """Dense against the skipping confidence cascade of an untrained slimmable CNN, with t
+    set so that :data:`CASCADE_ESCALATED` of the inputs run the full width too."""
+    model = dp.gating.GatedCNN(
+        features=(32, 128, 256), mode="prefix", buckets=(0.25, 0.5, 0.75, 1.0), stem_pool=True
+    )
+    x = jnp.asarray(np.random.default_rng(6).random((64, 28, 28, 1), np.float32))
+    params = model.init(jax.random.key(0), x[:1])["params"]
+    params = {k: v for k, v in params.items() if "predictor" not in k}
+    stem = jax.jit(lambda x: model.apply({"params": params}, x, method=type(model).features_of))
+    dense = jax.jit(lambda x: model.apply({"params": params}, x, method=type(model).dense))
+    runner = dp.gating.CascadeRunner(model, params)
+
+    def threshold(h: jax.Array) -> float:
+        """The confidence quantile below which CASCADE_ESCALATED of ``h``'s inputs fall."""
+        gates = dp.gating.width_gates(model, jnp.zeros(len(h), jnp.int32))
+        narrow = model.apply({"params": params}, h, gates, method=type(model).trunk)
+        confidence = np.asarray(jax.nn.softmax(narrow).max(-1))
+        return float(np.quantile(confidence, CASCADE_ESCALATED))
+
+    h = stem(x)
+    t64 = threshold(h)
+    logits, level = runner.run(h, t64)
+    masked, expected = dp.gating.cascade(model, params, h, t64)
+    if float(jnp.max(jnp.abs(logits - masked))) > 1e-4 or (level != np.asarray(expected)).any():
+        raise RuntimeError("the cascade runner differs from the masked cascade")
+    macs = dp.gating.cascade_macs(model, params, level, example=x[:1])
+    dense_macs = float(dp.gating.bucket_macs(model, params, x[:1])[-1])
+    t1 = threshold(h[:CASCADE_IMAGES])
+    b1 = dict.fromkeys(("dense", "cascade"), 0.0)
+    for image in x[:CASCADE_IMAGES]:
+        calls = {
+            "dense": lambda one=image[None]: dense(one),
+            "cascade": lambda one=image[None]: runner.run(stem(one), t1)[0],
+        }
+        for name, median in dp.stats.interleaved_medians(calls, reps=reps, warmup=1).items():
+            b1[name] += median
+    b64 = dp.stats.interleaved_medians(
+        {"dense": lambda: dense(x), "cascade": lambda: runner.run(stem(x), t64)[0]},
+        reps=reps,
+        warmup=2,
+    )
+    return {
+        "cascade_mac_ratio": dense_macs / float(np.mean(macs)),
+        "cascade_speedup_b1": b1["dense"] / b1["cascade"],
+        "cascade_speedup_b64": b64["dense"] / b64["cascade"],
+        "cascade_escalated": float(np.mean(level > 0)),
+        "cascade_ms": {
+            "dense_b1": 1e3 * b1["dense"] / CASCADE_IMAGES,
+            "cascade_b1": 1e3 * b1["cascade"] / CASCADE_IMAGES,
+            "dense_b64": 1e3 * b64["dense"],
+            "cascade_b64": 1e3 * b64["cascade"],
+        },
+    }
+
+
 def metadata(reps: int, quick: bool) -> dict[str, Any]:
     device = jax.devices()[0]
     return {
@@ -832,9 +905,19 @@ def run(
             lambda: bench_gating(max(3, reps // 10)),
         )
     )
+    out.update(
+        section(
+            "cascade",
+            "slimmable CNN: dense vs the confidence cascade",
+            lambda: bench_cascade(max(3, reps // 10)),
+        )
+    )
     out["targets_met"] = {key: target_met(key, out[key]) for key in TARGETS}
     out["targets_met"]["gating_speedup_b1"] = (
         out["gating_speedup_b1"] >= 0.8 * out["gating_mac_ratio"]
+    )
+    out["targets_met"]["cascade_speedup_b1"] = (
+        out["cascade_speedup_b1"] >= 0.8 * out["cascade_mac_ratio"]
     )
     out["targets_met"]["reconstruct_speedup"] = (
         out["reconstruct_speedup"] >= 0.8 * out["reconstruct_flop_ratio"]
@@ -936,6 +1019,22 @@ def format_table(result: dict[str, Any]) -> str:
             f"dense {result['gating_ms']['dense_b64']:.1f} ms, buckets "
             f"{result['gating_ms']['buckets_b64']:.1f} ms; MAC ratio "
             f"{result['gating_mac_ratio']:.2f}",
+        ),
+        (
+            "cascade_speedup_b1",
+            None,
+            f"dense {result['cascade_ms']['dense_b1']:.2f} ms, cascade "
+            f"{result['cascade_ms']['cascade_b1']:.2f} ms (untrained, "
+            f"{100 * CASCADE_ESCALATED:.0f}% escalated); target >= 0.8 x "
+            f"{result['cascade_mac_ratio']:.2f} (MAC ratio): "
+            + ("yes" if result["targets_met"]["cascade_speedup_b1"] else "NO"),
+        ),
+        (
+            "cascade_speedup_b64",
+            None,
+            f"dense {result['cascade_ms']['dense_b64']:.1f} ms, cascade "
+            f"{result['cascade_ms']['cascade_b64']:.1f} ms; "
+            f"{100 * result['cascade_escalated']:.1f}% escalated",
         ),
         (
             "sparse_speedup_99",

@@ -86,7 +86,9 @@ def test_quick_json_has_every_key_and_sane_values(bench, monkeypatch, capsys):
     assert all(v == pytest.approx(0.9, abs=1e-5) for v in result["update_step_sparsity"].values())
     assert result["gmp_run_updates"] == 3 and result["gmp_run_final_sparsity"] == pytest.approx(0.9)
     assert result["select_weights_4m"] == 784 * 64 + 64 * 10
-    relative = {"reconstruct_speedup", "gating_speedup_b1"}  # targets relative to a MAC ratio
+    relative = {"reconstruct_speedup", "gating_speedup_b1", "cascade_speedup_b1"}  # vs MACs
     assert set(result["targets_met"]) == {*bench.TARGETS, *relative}
     assert result["reconstruct_architecture"] == "784-16"  # 75% of the 64 hidden units gone
+    # t at the confidences' 10% quantile: 6 or 7 of 64 inputs also run the full width
+    assert 0.05 < result["cascade_escalated"] < 0.15 and result["cascade_mac_ratio"] > 1
     assert result["backend"] == "cpu" and result["reps"] == 2 and result["quick"] is True
