@@ -46,9 +46,10 @@ dataset is read; weights are N(0, 1/fan_in) draws) on two models, keyed by name:
 - ``cascade_speedup_b1`` / ``cascade_speedup_b64`` (target: ≥ 0.8 × ``cascade_mac_ratio``
   at batch 1): dense ÷ cascade latency of the same network run as a confidence cascade
   (``experiments/gating-cascade.json``: a quarter of the width first, the full width for
-  the inputs whose confidence there is below t; ``dp.gating.CascadeRunner`` after the
-  jitted stem), on :data:`CASCADE_IMAGES` random images at batch 1 (summed) and 64 at
-  batch 64. The weights are untrained, so t is set to the confidences' quantile at which
+  the inputs whose confidence there is below t), on :data:`CASCADE_IMAGES` random images at
+  batch 1 (summed; ``dp.gating.CascadeRunner.compact``, one dispatch per image) and 64 at
+  batch 64 (``CascadeRunner.run`` after the jitted stem: each level on the inputs that
+  reach it). The weights are untrained, so t is set to the confidences' quantile at which
   :data:`CASCADE_ESCALATED` of the inputs go on to the full width (about the share the
   validation-chosen t = 0.95 sends on, 10.3%, on MNIST); ``cascade_mac_ratio``: dense ÷
   the cascade's mean MACs per input (``dp.gating.cascade_macs``, both passes counted for
@@ -754,7 +755,7 @@ def bench_cascade(reps: int) -> dict[str, Any]:
     for image in x[:CASCADE_IMAGES]:
         calls = {
             "dense": lambda one=image[None]: dense(one),
-            "cascade": lambda one=image[None]: runner.run(stem(one), t1)[0],
+            "cascade": lambda one=image[None]: runner.compact(one, t1),
         }
         for name, median in dp.stats.interleaved_medians(calls, reps=reps, warmup=1).items():
             b1[name] += median

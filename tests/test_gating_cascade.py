@@ -66,6 +66,10 @@ def test_the_runner_equals_the_masked_cascade_at_batch_b_and_batch_1():
         one, one_level = runner.run(h[i : i + 1], threshold)
         np.testing.assert_allclose(one, masked[i : i + 1], atol=1e-5)
         assert one_level.tolist() == [level[i]]
+        # the one-dispatch path, from the image: the same logits, stopped or escalated
+        np.testing.assert_allclose(runner.compact(X[i : i + 1], threshold), one, atol=1e-5)
+    # at batch B the compact path runs the full width for the batch, keeping each stop
+    np.testing.assert_allclose(runner.compact(X, threshold), masked, atol=1e-5)
 
 
 def test_threshold_0_stops_every_example_at_once_and_1_escalates_every_one():
@@ -99,9 +103,15 @@ def test_three_levels_are_visited_in_order():
     masked, level = CASCADE(MODEL, params, h, threshold, levels)
     np.testing.assert_array_equal(level, expected)
     np.testing.assert_allclose(masked, full[np.array(levels)[expected], np.arange(len(X))])
-    logits, runner_level = gating.CascadeRunner(MODEL, params, levels).run(h, threshold)
+    runner = gating.CascadeRunner(MODEL, params, levels)
+    logits, runner_level = runner.run(h, threshold)
     np.testing.assert_array_equal(runner_level, expected)
     np.testing.assert_allclose(logits, masked, atol=1e-5)
+    np.testing.assert_allclose(runner.compact(X, threshold), masked, atol=1e-5)
+    for i in (int(np.argmin(expected)), int(np.argmax(expected))):  # stops at 0, goes to 3
+        np.testing.assert_allclose(
+            runner.compact(X[i : i + 1], threshold), masked[i : i + 1], atol=1e-5
+        )
 
 
 def test_cascade_macs_pay_every_visited_level_and_the_stem_once():
@@ -129,6 +139,8 @@ def test_bad_thresholds_and_levels_fail_naming_the_value():
             gating.cascade(MODEL, params, h, threshold)
         with pytest.raises(ValueError, match=rf"threshold must be .*, got {threshold}"):
             gating.CascadeRunner(MODEL, params).run(h, threshold)
+        with pytest.raises(ValueError, match=rf"threshold must be .*, got {threshold}"):
+            gating.CascadeRunner(MODEL, params).compact(X, threshold)
     for levels in ((3, 1), (0,), (0, 9)):
         with pytest.raises(
             ValueError, match=rf"levels must be .* in \[0, 4\), got {re.escape(str(levels))}"
@@ -145,3 +157,8 @@ def test_the_threshold_is_traced_one_program_serves_every_threshold():
     at_1 = np.asarray(run(params, h, 1.0)[1])
     assert run._cache_size() == 1
     assert (at_0 == 0).all() and (at_1 == 1).all()
+    runner = gating.CascadeRunner(MODEL, params)
+    bucket = bucket_logits(params, h)
+    np.testing.assert_allclose(runner.compact(X, 0.0), bucket[0], atol=1e-5)
+    np.testing.assert_allclose(runner.compact(X, 1.0), bucket[3], atol=1e-5)
+    assert runner._compact._cache_size() == 1

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynprune import checks, stats
-from dynprune.gating._buckets import BucketRunner, _padded_size
+from dynprune.gating._buckets import BucketRunner, _padded_size, _run_trunk, _slice_params
 from dynprune.gating._cnn import GatedCNN
 from dynprune.gating._gates import Gates
 from dynprune.gating._slimmable import _widths, bucket_macs, width_gates
@@ -264,13 +264,21 @@ class CascadeRunner:
     """Runs :func:`cascade` skipping the work it does not do: each level sliced, on the
     examples that reach it.
 
-    ``run(h, t)`` runs level 0's sliced program (:class:`BucketRunner`) on every example,
-    reads the logits back to the host, and sends on to level 1 only the examples whose
-    confidence is below t (their rows of h gathered), and so on; each example's logits are
-    those of the level it stopped at. A level's subset of n examples is padded to the
-    size :class:`BucketRunner` pads a group to (a power of two up to 8, else a multiple of
-    8), so a few batch sizes are compiled rather than one per n. At batch 1 a call is one
-    sliced program and a sync per level visited.
+    Two paths, both equal to the masked :func:`cascade` up to float summation order:
+
+    - ``run(h, t)``: per example. Level 0's sliced program (:class:`BucketRunner`) runs on
+      every example, the logits come back to the host, and only the examples whose
+      confidence is below t go on to level 1 (their rows of h gathered), and so on; each
+      example's logits are those of the level it stopped at. A level's subset of n
+      examples is padded to the size :class:`BucketRunner` pads a group to (a power of two
+      up to 8, else a multiple of 8), so a few batch sizes are compiled rather than one per
+      n. A call is a sliced program and a host sync per level visited.
+    - ``compact(x, t)``: per batch, from the images. One jitted program runs the stem and
+      level 0 sliced, and each next level sliced on the whole batch only if some example
+      is still unsure (``lax.cond``: XLA runs the taken branch only), keeping for each
+      example the logits of the level it stopped at: no host round trip, one dispatch. At
+      batch 1 this is exactly the cascade's work; at batch B every example pays for the
+      levels its batch's least sure example needed.
 
     Args:
       model: a :class:`GatedCNN` with ``mode="prefix"`` and ``buckets``.
@@ -297,6 +305,8 @@ class CascadeRunner:
       >>> masked, expected = gating.cascade(model, params, h, 0.5)
       >>> bool(jnp.allclose(logits, masked, atol=1e-5)), level.tolist() == expected.tolist()
       (True, True)
+      >>> bool(jnp.allclose(runner.compact(x[:1], 0.5), masked[:1], atol=1e-5))
+      True
 
     References:
       Park et al., "Big/LITTLE Deep Neural Network for Ultra Low Power Inference",
@@ -308,6 +318,48 @@ class CascadeRunner:
         self.model = model
         self.runner = BucketRunner(model, params)
         self._gates: dict[tuple[int, int], tuple[Gates, ...]] = {}
+        layers = len(self.runner.widths)
+        self._sliced = []  # per level: the narrow model, its widths, its parameters
+        for bucket in self.levels:
+            narrow, widths = self.runner._narrow((bucket,) * layers)
+            self._sliced.append(
+                (narrow, widths, _slice_params(self.runner.params, self.runner.channels, widths))
+            )
+        self._compact = jax.jit(self._compact_pass)
+
+    def _compact_pass(self, x: jax.Array, threshold: jax.Array) -> jax.Array:
+        # parameters are closed over (constants to XLA), as in the dense program timed against
+        h = self.model.apply({"params": self.runner.params}, x, method=GatedCNN.features_of)
+
+        def from_level(i: int) -> jax.Array:
+            narrow, widths, params = self._sliced[i]
+            gates = _width_gates(self.model, self.levels[i], x.shape[0])
+            logits = _run_trunk(narrow, widths, params, h, gates)
+            if i == len(self.levels) - 1:
+                return logits
+            stop = jax.nn.softmax(logits, axis=-1).max(axis=-1) >= threshold  # as in cascade
+            later = jax.lax.cond(stop.all(), lambda: logits, lambda: from_level(i + 1))
+            return jnp.where(stop[:, None], logits, later)
+
+        return from_level(0)
+
+    def compact(self, x: jax.Array, threshold: Any) -> jax.Array:
+        """Logits [B, classes] of the cascade on images ``x`` in one dispatch (the class
+        docstring's second path; t is an argument of the program, so changing it does not
+        recompile).
+
+        Args:
+          x: images [B, H, W, C].
+          threshold: t ∈ [0, 1].
+
+        Returns:
+          The logits, equal to :func:`cascade`'s on ``GatedCNN.features_of(x)`` up to float
+          summation order.
+
+        Raises:
+          ValueError: for a threshold outside [0, 1].
+        """
+        return self._compact(x, np.float32(check_confidence_threshold(threshold)))
 
     def _level_gates(self, bucket: int, batch: int) -> tuple[Gates, ...]:
         """Every example at ``bucket``: the same arrays for every call of this size."""

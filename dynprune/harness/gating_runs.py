@@ -807,13 +807,15 @@ class DynamicNet:
         :meth:`logits`' up to float summation order; :func:`measure_dynamic` times the
         first at batch 1 and the last at batch 64.
 
-        A cascade has one, ``"cascade"``: the stem (jitted), then
-        :class:`~dynprune.gating.CascadeRunner` (each level sliced on the images that reach
-        it, a host sync per level). The other networks have two, both through
-        :attr:`runner`: ``"compact"``, ``runner.compact_run`` jitted with the gates' pass
-        into one dispatch, which at batch 1 runs exactly the image's own widths; and
-        ``"bucket"``, ``runner.run``: the gates, a host sync, then each bucket's program on
-        its examples.
+        Every network has two. A cascade's, through
+        :class:`~dynprune.gating.CascadeRunner`: ``"compact"``, ``CascadeRunner.compact``,
+        one dispatch from the image that runs a level only if some image of the batch is
+        still unsure (at batch 1 exactly the image's own levels); and ``"cascade"``, the stem
+        (jitted), then ``CascadeRunner.run``: each level sliced on the images that reach it,
+        a host sync per level. The others', through :attr:`runner`: ``"compact"``,
+        ``runner.compact_run`` jitted with the gates' pass into one dispatch, which at batch
+        1 runs exactly the image's own widths; and ``"bucket"``, ``runner.run``: the gates,
+        a host sync, then each bucket's program on its examples.
         """
         if self.levels is not None:
             cascade = gating.CascadeRunner(self.model, self.params, self.levels)
@@ -822,7 +824,10 @@ class DynamicNet:
                     {"params": self.params}, x, method=gating.GatedCNN.features_of
                 )
             )
-            return {"cascade": lambda x: cascade.run(stem(x), self.threshold)[0]}
+            return {
+                "compact": lambda x: cascade.compact(x, self.threshold),
+                "cascade": lambda x: cascade.run(stem(x), self.threshold)[0],
+            }
         runner, gates = self.runner, jax.jit(self.gates)
         return {
             "compact": jax.jit(lambda x: runner.compact_run(*self.gates(x))[0]),
@@ -982,8 +987,9 @@ def measure_dynamic(
     :func:`measure_static`); the first path gives ``speedup_b1`` and the last
     ``speedup_b64``: the compact and the bucket path of a gated or slimmable network
     (at batch 1 the compact path runs exactly the image's own widths without a host sync;
-    at batch 64 the bucket path runs each image at its own widths), the cascade's one path
-    for both.
+    at batch 64 the bucket path runs each image at its own widths; a cascade's compact path
+    runs the image's own levels in one dispatch, its per-level path each level on the
+    images that reach it).
 
     Args:
       config: the experiment (``latency_examples`` images at batch 1, ``latency_reps``
