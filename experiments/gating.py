@@ -106,7 +106,7 @@ def latency_table(config: gating_runs.Config, rows: list[dict], data_dir: str | 
             row.get("experiment") == "gating"
             and row["split"] == "test"
             and row["dataset"] in config.datasets
-            and row["method"] in ("cascade", "slimmable", "static")
+            and row["method"] in gating_runs.REMEASURABLE
         ):
             continue
         now = gating_runs.remeasure(config, row, data_dir=data_dir)

@@ -102,6 +102,8 @@ log = logging.getLogger(__name__)
 METHODS = ("dense", "gated", "static", "slimmable", "cascade")
 _EXAMPLE = np.zeros((1, 28, 28, 1), np.float32)  # one input: MAC counts, traces; NumPy: no backend
 DYNAMIC = {"gated": "density", "slimmable": "mac_weight", "cascade": "threshold"}
+REMEASURABLE = ("cascade", "slimmable", "static")
+"""The methods whose networks the store keeps, so :func:`remeasure` can time them again."""
 """The per-input methods and the :func:`run` argument that sets each (its candidates: the
 config's ``densities``, ``mac_weights``, ``thresholds``; :meth:`Config.candidates`)."""
 SPLITS = ("validation", "test")
@@ -781,13 +783,18 @@ class DynamicNet:
         levels = gating.cascade_levels(model, levels)
         threshold = gating.check_confidence_threshold(threshold)
 
-        def stops(x: jax.Array) -> jax.Array:
-            h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+        def features(x: jax.Array) -> jax.Array:
+            return model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
+
+        def stop_of(h: jax.Array) -> jax.Array:
             return gating.cascade(model, params, h, threshold, levels)[1]
 
+        def stops(x: jax.Array) -> jax.Array:
+            return stop_of(features(x))
+
         def gates(x: jax.Array) -> tuple[jax.Array, tuple[gating.Gates, ...]]:
-            h = model.apply({"params": params}, x, method=gating.GatedCNN.features_of)
-            return h, gating.width_gates(model, jnp.asarray(levels)[stops(x)])
+            h = features(x)  # once: the stem's features serve the cascade and the trunk
+            return h, gating.width_gates(model, jnp.asarray(levels)[stop_of(h)])
 
         return cls(model, params, gates, levels=levels, threshold=threshold, stops=stops)
 
@@ -1141,7 +1148,7 @@ def remeasure(
       3.4
     """
     method, dataset = row["method"], row["dataset"]
-    if method not in ("cascade", "slimmable", "static"):
+    if method not in REMEASURABLE:
         raise ValueError(
             f"remeasure times cascade, slimmable and static rows, got a {method} row "
             f"(key {row['key']}): a gated run's parameters are not stored"
