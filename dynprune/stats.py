@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
@@ -42,6 +43,7 @@ __all__ = [
     "interleaved_medians",
     "latency",
     "leaf_cost",
+    "per_image_medians",
 ]
 
 INDEX_BYTES = 4
@@ -426,6 +428,45 @@ def interleaved_medians(
             jax.block_until_ready(calls[name]())
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def per_image_medians(
+    calls: Mapping[str, Callable[[jax.Array], Any]], images: Any, *, reps: int, warmup: int = 1
+) -> dict[str, float]:
+    """Batch-1 latency over a set of images: per call, the sum over images of its median.
+
+    With m_f(x) the median seconds of ``f(x[None])`` over ``reps`` rounds
+    (:func:`interleaved_medians`, the calls timed interleaved on each image in turn),
+
+        T_f = Σ_{x ∈ images} m_f(x),
+
+    so a path whose work depends on the input (a cascade, a gated network) is timed on
+    each image it meets, and T_dense / T_f is its batch-1 speedup on those images.
+
+    Args:
+      calls: ``{name: fn}``; ``fn(x)`` runs one batch of one image, x of shape [1, ...].
+      images: array [N, ...] of images, each timed alone.
+      reps: timed rounds per image (>= 1).
+      warmup: untimed calls per image and call first (>= 0).
+
+    Returns:
+      ``{name: T_f seconds}``.
+
+    Examples:
+      >>> import jax.numpy as jnp, dynprune as dp
+      >>> images = jnp.ones((3, 8, 8))
+      >>> totals = dp.stats.per_image_medians({"sum": jnp.sum, "mm": lambda x: x @ x},
+      ...                                     images, reps=2)
+      >>> sorted(totals), all(t > 0 for t in totals.values())
+      (['mm', 'sum'], True)
+    """
+    totals = dict.fromkeys(calls, 0.0)
+    for image in images:
+        x = jnp.asarray(image[None])
+        bound = {name: functools.partial(fn, x) for name, fn in calls.items()}
+        for name, median in interleaved_medians(bound, reps=reps, warmup=warmup).items():
+            totals[name] += median
+    return totals
 
 
 def compare_latency(

@@ -751,14 +751,11 @@ def bench_cascade(reps: int) -> dict[str, Any]:
     macs = dp.gating.cascade_macs(model, params, level, example=x[:1])
     dense_macs = float(dp.gating.bucket_macs(model, params, x[:1])[-1])
     t1 = threshold(h[:CASCADE_IMAGES])
-    b1 = dict.fromkeys(("dense", "cascade"), 0.0)
-    for image in x[:CASCADE_IMAGES]:
-        calls = {
-            "dense": lambda one=image[None]: dense(one),
-            "cascade": lambda one=image[None]: runner.compact(one, t1),
-        }
-        for name, median in dp.stats.interleaved_medians(calls, reps=reps, warmup=1).items():
-            b1[name] += median
+    b1 = dp.stats.per_image_medians(
+        {"dense": dense, "cascade": lambda one: runner.compact(one, t1)},
+        x[:CASCADE_IMAGES],
+        reps=reps,
+    )
     b64 = dp.stats.interleaved_medians(
         {"dense": lambda: dense(x), "cascade": lambda: runner.run(stem(x), t64)[0]},
         reps=reps,

@@ -1,6 +1,7 @@
 import functools
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -204,6 +205,29 @@ def test_compare_latency_medians_and_speedups():
     assert result.baseline == "add" and result.speedups["add"] == 1.0
     assert all(math.isfinite(m) and m > 0 for m in result.medians.values())
     assert result.speedups["matmul"] == result.medians["add"] / result.medians["matmul"]
+
+
+def test_per_image_medians_sums_each_images_median(monkeypatch):
+    # A fake clock: a call on image x takes x seconds for "a" and 10x for "b", except its
+    # first timed call on the first image, an outlier the median must drop.
+    now = [0.0]
+    calls = []
+    monkeypatch.setattr(dp.stats, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def timed(scale):
+        def fn(x):
+            calls.append((scale, x.shape))
+            outlier = 100.0 if sum(1 for c in calls if c == (scale, x.shape)) == 2 else 0.0
+            now[0] += scale * float(x[0, 0]) + outlier
+            return x
+
+        return fn
+
+    images = jnp.arange(1.0, 4.0)[:, None] * jnp.ones((3, 2))
+    totals = dp.stats.per_image_medians({"a": timed(1), "b": timed(10)}, images, reps=3)
+    assert totals == pytest.approx({"a": 1 + 2 + 3, "b": 10 * (1 + 2 + 3)})
+    assert {shape for _, shape in calls} == {(1, 2)}
+    assert len(calls) == 2 * 3 * (3 + 1)  # calls × images × (reps + one warmup)
 
 
 def test_compare_latency_rejects_bad_arguments():

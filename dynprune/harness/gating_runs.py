@@ -960,20 +960,6 @@ def _channel_masks(params: Any, widths: Sequence[int]) -> Any:
     return dp.masks.with_bias(masks, params)
 
 
-def _latency_b1(
-    calls: Mapping[str, Callable[[jax.Array], Any]], images: np.ndarray, reps: int
-) -> dict[str, float]:
-    """Per call name, Σ over ``images`` of the median seconds of one call on that image
-    alone (:func:`dynprune.stats.interleaved_medians`, one untimed call first)."""
-    totals = dict.fromkeys(calls, 0.0)
-    for image in images:
-        x = jnp.asarray(image[None])
-        bound = {name: functools.partial(fn, x) for name, fn in calls.items()}
-        for name, median in dp.stats.interleaved_medians(bound, reps=reps, warmup=1).items():
-            totals[name] += median
-    return totals
-
-
 def _macs(apply_fn: Callable[[Any, jax.Array], Any], params: Any) -> float:
     """MACs per example of ``apply_fn(params, ·)`` (:func:`dynprune.stats.cost`)."""
     return float(dp.stats.cost(apply_fn, params, _EXAMPLE)["total"]["macs_dense"])
@@ -1025,7 +1011,9 @@ def measure_dynamic(
     dense_fn = jax.jit(_dense_fn(net.model))
     images = data_lib.preprocess(data.images[: max(config.latency_examples, 64)])
     few = images[: config.latency_examples]
-    b1 = _latency_b1({"dense": lambda x: dense_fn(dense, x), **paths}, few, config.latency_reps)
+    b1 = dp.stats.per_image_medians(
+        {"dense": lambda x: dense_fn(dense, x), **paths}, few, reps=config.latency_reps
+    )
     batch = jnp.asarray(images[:64])
     b64 = dp.stats.interleaved_medians(
         {"dense": lambda: dense_fn(dense, batch), last: lambda: paths[last](batch)},
@@ -1079,13 +1067,13 @@ def measure_static(
     dense_fn = jax.jit(_dense_fn(config.model()))
     small_fn = jax.jit(reconstruction.apply)
     images = data_lib.preprocess(data.images[: max(config.latency_examples, 64)])
-    b1 = _latency_b1(
+    b1 = dp.stats.per_image_medians(
         {
             "dense": lambda x: dense_fn(dense, x),
             "static": lambda x: small_fn(reconstruction.params, x),
         },
         images[: config.latency_examples],
-        config.latency_reps,
+        reps=config.latency_reps,
     )
     b64 = dp.stats.compare_latency(
         {
