@@ -181,6 +181,24 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_row_and_state(
         assert a.dtype == b.dtype and np.array_equal(a, b)  # bit-identical params, masks, ...
 
 
+def test_a_resumed_runs_wall_time_adds_the_time_before_the_kill(splits, tmp_path, monkeypatch):
+    options = checkpoint.Options(tmp_path, every=4)
+    common = {"splits": splits, "programs": experiment.Programs(), "checkpoints": options}
+    run_crashing(monkeypatch, 2, [TINY], [0], **common)
+    (where,) = tmp_path.iterdir()
+    before = checkpoint.latest(where, key=where.name)["wall_s"]
+    assert before > 0
+    # As if the segment before the kill had taken 1000 s more: the row must carry them.
+    real = checkpoint.latest
+    late = lambda *a, **k: {**real(*a, **k), "wall_s": before + 1000.0}
+    monkeypatch.setattr(checkpoint, "latest", late)
+    start = time.perf_counter()
+    (row,) = experiment.run_points([TINY], [0], **common)
+    resumed = time.perf_counter() - start
+    assert before + 1000.0 < row["program_wall_s"] <= before + 1000.0 + resumed
+    assert row["wall_s"] == row["program_wall_s"]
+
+
 def test_a_finished_run_deletes_its_checkpoint(splits, tmp_path, monkeypatch):
     saved = []
     real = checkpoint.save

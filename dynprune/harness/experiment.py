@@ -496,6 +496,13 @@ class _Points:
         self.directory = (
             None if checkpoints is None else checkpoint.run_directory(checkpoints.root, keys)
         )
+        # Wall time: this process's since it began, plus what the checkpoint it resumes had.
+        self.started, self.wall_before = time.perf_counter(), 0.0
+
+    def wall(self) -> float:
+        """Seconds the run has taken: the segments before the checkpoint it resumed (up to
+        that checkpoint) and this one so far."""
+        return self.wall_before + time.perf_counter() - self.started
 
     def steps(self, phase: Phase) -> int:
         return phase.epochs * self.per_epoch
@@ -694,6 +701,7 @@ class _Points:
                 for m in self._gather(metrics)
             ],
             "rows": rows,
+            "wall_s": self.wall(),
         }
         # Checkpoints are numbered by the steps taken since the run began: later ones are larger.
         before = itertools.takewhile(lambda named: named[0] != phase, self.base.phases())
@@ -819,6 +827,8 @@ class _Points:
         resume = None
         if self.directory is not None:
             resume = checkpoint.latest(self.directory, key=self.directory.name)
+        if resume is not None:
+            self.wall_before = resume.get("wall_s", 0.0)
         rows: list[dict[str, Any]] = [
             {"method": c.method, "seed": s} for c, s in zip(self.configs, self.seeds, strict=True)
         ]
@@ -1031,7 +1041,8 @@ def run_points(
     Returns:
       K rows (JSON-ready dicts) without run metadata; see the module docstring. ``wall_s``
       is the program's wall time ÷ K (``program_wall_s``: the whole program's; a resumed
-      run's counts the time since it resumed).
+      run's adds the time its checkpoint recorded to the time since it resumed, so the
+      steps redone after a kill count twice and the wait between the processes not at all).
 
     Raises:
       ValueError: configs of different groups, mismatched lengths, or K not divisible by the
@@ -1075,12 +1086,11 @@ def run_points(
     splits = splits if splits is not None else load_splits(configs[0], data_dir)
     programs = programs if programs is not None else Programs()
     keys = [run_key(c, s, test=test) for c, s in zip(configs, seeds, strict=True)]
-    start = time.perf_counter()
     points = _Points(configs, seeds, splits, programs, mesh, progress, checkpoints, keys)
     rows = points.run(test)
     if points.directory is not None and not checkpoints.keep:
         checkpoint.delete(points.directory)
-    wall = time.perf_counter() - start
+    wall = points.wall()
     for row in rows:
         row.update(wall_s=wall / len(rows), program_wall_s=wall)
     return rows
