@@ -102,10 +102,10 @@ log = logging.getLogger(__name__)
 METHODS = ("dense", "gated", "static", "slimmable", "cascade")
 _EXAMPLE = np.zeros((1, 28, 28, 1), np.float32)  # one input: MAC counts, traces; NumPy: no backend
 DYNAMIC = {"gated": "density", "slimmable": "mac_weight", "cascade": "threshold"}
-REMEASURABLE = ("cascade", "slimmable", "static")
-"""The methods whose networks the store keeps, so :func:`remeasure` can time them again."""
 """The per-input methods and the :func:`run` argument that sets each (its candidates: the
 config's ``densities``, ``mac_weights``, ``thresholds``; :meth:`Config.candidates`)."""
+REMEASURABLE = ("cascade", "slimmable", "static")
+"""The methods whose networks the store keeps, so :func:`remeasure` can time them again."""
 SPLITS = ("validation", "test")
 SCHEDULES = ("constant", "cosine")
 """Step-size schedules of every stage (:attr:`Config.schedule`)."""
