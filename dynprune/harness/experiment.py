@@ -1041,8 +1041,9 @@ def run_points(
     Returns:
       K rows (JSON-ready dicts) without run metadata; see the module docstring. ``wall_s``
       is the program's wall time ÷ K (``program_wall_s``: the whole program's; a resumed
-      run's adds the time its checkpoint recorded to the time since it resumed, so the
-      steps redone after a kill count twice and the wait between the processes not at all).
+      run's adds the time its checkpoint recorded, up to its save, to the time since it
+      resumed, so the steps a kill lost after that save count once, when they are redone, and
+      the wait between the processes not at all).
 
     Raises:
       ValueError: configs of different groups, mismatched lengths, or K not divisible by the
